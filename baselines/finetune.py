@@ -1,0 +1,68 @@
+"""Full fine-tuning: every parameter of the CLIP image encoder trains, plus a per-attribute linear head.
+
+This is the "full fine-tuning" row the PromptPAR paper compares prompt tuning against. The encoder gets a
+lower learning rate than the head (`encoder_lr_scale`), optionally decayed layer by layer (`layer_decay`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from baselines.heads import AttributeHead, encode_image
+from parbench.engine.params import freeze
+from parbench.methods import MethodSpec
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    encoder_lr_scale: float = 0.1  # encoder lr = scale * head lr
+    layer_decay: float = 1.0  # < 1: layer-wise lr decay from the top block down (1.0 = off)
+
+
+class Finetune(nn.Module):
+    def __init__(self, backbone, num_attributes: int, options: FinetuneOptions):
+        super().__init__()
+        self.clip = backbone.model
+        freeze(self.clip)
+        freeze(self.clip.visual, trainable=True)  # the text tower is unused and stays frozen
+        self.head = AttributeHead(backbone.embed_dim, num_attributes)
+        self.num_attributes = num_attributes
+        self.options = options
+
+    def forward(self, images: torch.Tensor) -> dict:
+        return {"logits": self.head(encode_image(self.clip, images).float())}
+
+    def param_groups(self, cfg) -> list[dict]:
+        visual = self.clip.visual
+        blocks = list(visual.transformer.resblocks)
+        depth = len(blocks)
+        groups = [{"name": "head", "params": list(self.head.parameters()), "lr": cfg.lr,
+                   "weight_decay": cfg.weight_decay}]  # fmt: skip
+        enc_lr = cfg.lr * self.options.encoder_lr_scale
+        in_block = set()
+        for i, block in enumerate(blocks):
+            ps = [p for p in block.parameters() if p.requires_grad]
+            in_block.update(id(p) for p in ps)
+            scale = self.options.layer_decay ** (depth - 1 - i)
+            groups.append({"name": f"block{i}", "params": ps, "lr": enc_lr * scale, "weight_decay": cfg.weight_decay})
+        rest = [p for p in visual.parameters() if p.requires_grad and id(p) not in in_block]
+        groups.append({"name": "embed", "params": rest, "lr": enc_lr * self.options.layer_decay**depth,
+                       "weight_decay": cfg.weight_decay})  # fmt: skip
+        return groups
+
+
+def build(backbone, card, options: FinetuneOptions | None = None) -> Finetune:
+    return Finetune(backbone, card.num_attributes, options or FinetuneOptions())
+
+
+SPEC = MethodSpec(
+    name="finetune",
+    description="full fine-tuning of the CLIP image encoder + linear head (AdamW, lower encoder lr)",
+    build=build,
+    recipe={"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "epochs": 10, "warmup_epochs": 1,
+            "batch_size": 32},  # fmt: skip
+    options=FinetuneOptions,
+)

@@ -1,0 +1,22 @@
+"""Shared pieces of the CLIP baselines: the per-attribute linear head and image encoding."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class AttributeHead(nn.Module):
+    """K independent logistic regressions on one embedding (a Linear(D, K) is K Linear(D, 1) side by side)."""
+
+    def __init__(self, dim: int, num_attributes: int):
+        super().__init__()
+        self.fc = nn.Linear(dim, num_attributes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, D) -> (B, K)
+        return self.fc(x)
+
+
+def encode_image(clip_model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """CLIP's pooled, projected image embedding (B, D), not normalised."""
+    return clip_model.encode_image(images, normalize=False)

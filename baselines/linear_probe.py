@@ -1,0 +1,38 @@
+"""Linear probe: a frozen CLIP image encoder, features computed once and cached, a linear head on top."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from baselines.heads import AttributeHead, encode_image
+from parbench.methods import MethodSpec
+from parbench.engine.params import freeze
+
+
+class LinearProbe(nn.Module):
+    def __init__(self, backbone, num_attributes: int):
+        super().__init__()
+        self.clip = freeze(backbone.model)
+        self.head = AttributeHead(backbone.embed_dim, num_attributes)
+        self.num_attributes = num_attributes
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        return encode_image(self.clip, images).float()
+
+    def forward(self, images: torch.Tensor) -> dict:
+        return {"logits": self.head(self.encode(images))}
+
+
+def build(backbone, card, options=None) -> LinearProbe:
+    return LinearProbe(backbone, card.num_attributes)
+
+
+SPEC = MethodSpec(
+    name="linear-probe",
+    description="frozen CLIP image encoder, cached features, one linear head (AdamW)",
+    build=build,
+    recipe={"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "epochs": 30, "batch_size": 64},
+    uses_features=True,
+)

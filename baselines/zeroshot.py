@@ -1,0 +1,63 @@
+"""Zero-shot CLIP: for each attribute, a softmax over the similarities of the image with the card's positive
+and negative sentences (at CLIP's logit scale) gives the probability. Nothing trains.
+
+softmax([s_pos, s_neg])[0] = sigmoid(s_pos - s_neg), so the model returns s_pos - s_neg as its logits and the
+engine's sigmoid gives exactly the pair softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from parbench.engine.params import freeze
+from parbench.methods import MethodSpec
+
+
+@dataclass(frozen=True)
+class ZeroShotOptions:
+    templates: tuple[str, ...] = ("{}",)  # sentence ensemble: each template wraps each sentence, then averaged
+
+
+@torch.no_grad()
+def text_bank(clip_model, tokenizer, card, templates=("{}",), device="cpu") -> torch.Tensor:
+    """(K, 2, D) normalised text embeddings of positive and negative sentences, template-averaged."""
+    out = []
+    for side in ("positive", "negative"):
+        sentences = [getattr(a, side) for a in card.attributes]
+        feats = []
+        for t in templates:
+            tokens = tokenizer([t.format(s) for s in sentences]).to(device)
+            feats.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))
+        out.append(F.normalize(torch.stack(feats).mean(0), dim=-1))
+    return torch.stack(out, dim=1)
+
+
+class ZeroShot(nn.Module):
+    def __init__(self, backbone, card, options: ZeroShotOptions):
+        super().__init__()
+        self.clip = freeze(backbone.model)
+        self.num_attributes = card.num_attributes
+        self.register_buffer("bank", text_bank(self.clip, backbone.tokenizer, card, options.templates))
+
+    def forward(self, images: torch.Tensor) -> dict:
+        f = F.normalize(self.clip.encode_image(images).float(), dim=-1)  # (B, D)
+        sims = self.clip.logit_scale.exp().float() * torch.einsum("bd,ksd->bks", f, self.bank)  # (B, K, 2)
+        return {"logits": sims[..., 0] - sims[..., 1]}
+
+
+def build(backbone, card, options: ZeroShotOptions | None = None) -> ZeroShot:
+    return ZeroShot(backbone, card, options or ZeroShotOptions())
+
+
+SPEC = MethodSpec(
+    name="zeroshot",
+    description="zero-shot CLIP: positive vs negative sentence per attribute, no training",
+    build=build,
+    recipe={"epochs": 0},
+    options=ZeroShotOptions,
+    trains=False,
+)

@@ -1,0 +1,157 @@
+"""Dataset cards: one TOML file per dataset in `datasets/`, parsed into frozen dataclasses.
+
+A card says what a dataset is (evaluated attributes in evaluation order, groups, sentences, splits, source
+files, reader, published results); readers and methods take every dataset fact from here. An unknown key,
+a missing key or a wrong type is an error naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from dataclasses import dataclass, field, fields
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from parbench.errors import ParbenchError
+from parbench.registry import natural_key
+
+
+@dataclass(frozen=True)
+class Attribute:
+    name: str  # name as spelt in the original files (typos kept: "Femal", "action-Pusing")
+    group: str  # head, upper, lower, shoes, attachments, age, gender, body, role, action, ...
+    positive: str  # sentence for "attribute present" (PromptPAR's where it has one)
+    negative: str  # sentence for "attribute absent" (ours), used by zero-shot CLIP
+    raw: int = -1  # column in the original label matrix (reader-specific meaning; -1 = none)
+    reference_text: str = ""  # what the reference code tokenises when it differs from `positive`
+
+
+@dataclass(frozen=True)
+class Published:
+    method: str
+    source: str
+    protocol: str  # "promptpar", "rethinking" or "unknown"
+    ma: float | None = None
+    acc: float | None = None
+    prec: float | None = None
+    rec: float | None = None
+    f1: float | None = None
+    backbone: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Card:
+    name: str
+    version: int
+    reader: str
+    description: str
+    attributes: tuple[Attribute, ...]
+    splits: dict[str, int]  # expected split sizes (partition 0)
+    source_files: tuple[str, ...]
+    images: str = ""  # image folder relative to the dataset root
+    partitions: int = 1
+    raw_order: tuple[str, ...] = ()  # attribute names in the file's own order, where references use it
+    reader_options: dict[str, Any] = field(default_factory=dict)
+    published: tuple[Published, ...] = ()
+    citation: str = ""
+    select_split: str = "val"  # split that selects the model; "last" where a dataset has none
+    train_split: str = "train"
+    test_split: str = "test"
+    path: str = ""
+    sha256: str = ""
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return [a.name for a in self.attributes]
+
+    @property
+    def num_attributes(self) -> int:
+        return len(self.attributes)
+
+    def groups(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for a in self.attributes:
+            out.setdefault(a.group, []).append(a.name)
+        return out
+
+    def reference_texts(self) -> list[str]:
+        return [a.reference_text or a.positive for a in self.attributes]
+
+
+def cards_dir() -> Path:
+    """The shipped cards: the source checkout's datasets/ folder, else the installed package data."""
+    here = Path(__file__).resolve().parent.parent / "datasets"
+    if here.is_dir():
+        return here
+    import importlib.resources
+
+    return Path(str(importlib.resources.files("parbench_cards")))
+
+
+def _build(cls: type, data: dict, path: Path, where: str) -> Any:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ParbenchError(path, f"keys of {where} among {', '.join(sorted(known))}", f"unknown {unknown}")
+    try:
+        return cls(**data)
+    except TypeError as e:
+        raise ParbenchError(path, f"a complete {where}", str(e)) from None
+
+
+def parse_card(path: Path) -> Card:
+    raw_bytes = path.read_bytes()
+    try:
+        data = tomllib.loads(raw_bytes.decode())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ParbenchError(path, "a valid TOML dataset card", str(e)) from None
+    data = dict(data)
+    attrs = data.pop("attributes", None)
+    if not attrs:
+        raise ParbenchError(path, "an [[attributes]] array", "none")
+    data["attributes"] = tuple(_build(Attribute, a, path, "[[attributes]]") for a in attrs)
+    data["published"] = tuple(_build(Published, p, path, "[[published]]") for p in data.pop("published", []))
+    data["source_files"] = tuple(data.pop("source_files", ()))
+    data["raw_order"] = tuple(data.get("raw_order", ()))
+    data["path"] = str(path)
+    data["sha256"] = hashlib.sha256(raw_bytes).hexdigest()
+    card = _build(Card, data, path, "a card")
+    names = card.attribute_names
+    if len(set(names)) != len(names):
+        raise ParbenchError(path, "unique attribute names", "duplicates")
+    if not isinstance(card.splits, dict) or not all(isinstance(v, int) for v in card.splits.values()):
+        raise ParbenchError(path, "[splits] mapping split names to integer sizes", repr(card.splits))
+    return card
+
+
+@cache
+def _card_paths() -> dict[str, Path]:
+    out = {}
+    for p in sorted(cards_dir().glob("*.toml")):
+        name = tomllib.loads(p.read_text()).get("name", p.stem)
+        out[name.lower()] = p
+    return out
+
+
+def list_cards() -> list[str]:
+    return sorted((parse_card(p).name for p in _card_paths().values()), key=natural_key)
+
+
+@cache
+def load_card(name: str) -> Card:
+    """Load a shipped card by dataset name (case-insensitive), or a card file by path."""
+    p = Path(name)
+    if p.suffix == ".toml" and p.exists():
+        return parse_card(p)
+    paths = _card_paths()
+    key = name.lower()
+    if key not in paths:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(paths), n=3)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise ParbenchError(None, f"a registered dataset (available: {', '.join(list_cards())}).{hint}", name)
+    return parse_card(paths[key])

@@ -1,0 +1,95 @@
+"""A restricted unpickler for the index and annotation pickles the PAR references publish.
+
+`dataset_zs_run0.pkl` (Rethinking_of_PAR), `dataset_all.pkl` and PromptPAR's `pad.pkl` are pickles of
+EasyDicts holding lists, numpy arrays and ranges. Loading a pickle can run any function it names, so only
+the constructors such files need are admitted; anything else is refused before it runs.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parbench.errors import ParbenchError
+
+
+class AttrDict(dict):
+    """Stands in for easydict.EasyDict: a dict whose keys are also attributes (no easydict dependency)."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setstate__(self, state: dict) -> None:
+        self.update(state)
+
+
+_NUMPY = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy.core.numeric", "_frombuffer"),
+    ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+}
+_BUILTINS = {"range": range, "list": list, "dict": dict, "tuple": tuple, "set": set, "slice": slice}
+
+
+class _Restricted(pickle.Unpickler):
+    def __init__(self, file: io.BufferedIOBase, source: Path):
+        super().__init__(file, encoding="latin1")
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        if module == "easydict" and name == "EasyDict":
+            return AttrDict
+        if module == "collections" and name == "OrderedDict":
+            return dict
+        if module == "builtins" and name in _BUILTINS:
+            return _BUILTINS[name]
+        if (module, name) in _NUMPY:
+            mod = np._core if module.startswith("numpy._core") and hasattr(np, "_core") else np.core
+            if name in ("ndarray", "dtype"):
+                return getattr(np, name)
+            sub = "multiarray" if "multiarray" in module else "numeric"
+            return getattr(getattr(mod, sub), name)
+        raise ParbenchError(
+            self.source,
+            "a pickle of plain data (dicts, lists, numpy arrays, EasyDict)",
+            f"a reference to {module}.{name}, refused before it could run",
+        )
+
+
+def load_pickle(path: str | Path) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise ParbenchError(path, "an existing pickle file", "no such file")
+    with path.open("rb") as f:
+        try:
+            return _Restricted(f, path).load()
+        except ParbenchError:
+            raise
+        except Exception as e:  # corrupt or truncated file: one clear message, not a traceback
+            raise ParbenchError(path, "a readable pickle", f"{type(e).__name__}: {e}") from None
+
+
+def get(obj: Any, key: str, source: Path) -> Any:
+    if not isinstance(obj, dict) or key not in obj:
+        found = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise ParbenchError(source, f"a key '{key}'", f"keys {found}")
+    return obj[key]
+
+
+def first_if_list(value: Any) -> np.ndarray:
+    """The references take element [0] when a partition holds a list of 5 (partition 0)."""
+    if isinstance(value, list | tuple):
+        value = value[0]
+    return np.asarray(value, dtype=np.int64).reshape(-1)

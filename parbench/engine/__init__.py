@@ -1,0 +1,1 @@
+"""Training and evaluation: one engine for every method."""

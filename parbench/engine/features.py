@@ -1,0 +1,73 @@
+"""Frozen-feature training (linear probe): encode each split once, cache on disk, train a head on tensors.
+
+The cache key covers everything that changes the bytes: backbone name and weights, dataset card hash, root,
+partition, the exact sample indices and the transform; a missing or partial file is simply recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from parbench.data.torchdata import ImageSplit
+from parbench.settings import cache_dir
+
+
+class FeatureHead(nn.Module):
+    """Adapts a feature method to the engine: its input is a cached feature, not an image."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.head = model.head
+        self.num_attributes = model.num_attributes
+
+    def forward(self, feats: torch.Tensor) -> dict:
+        return {"logits": self.head(feats)}
+
+
+def feature_key(key: dict, idx: np.ndarray) -> str:
+    blob = json.dumps(key, sort_keys=True, default=str) + hashlib.sha256(np.asarray(idx).tobytes()).hexdigest()
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+@torch.no_grad()
+def encode_split(model, ds, idx, transform, device, cfg, progress=None) -> np.ndarray:
+    loader = torch.utils.data.DataLoader(ImageSplit(ds, idx, transform), batch_size=cfg.eval_batch_size,
+                                         shuffle=False, num_workers=cfg.num_workers)  # fmt: skip
+    task = progress.add_task("encoding", total=len(idx)) if progress else None
+    out = []
+    for images, _, _ in loader:
+        out.append(model.encode(images.to(device)).float().cpu().numpy())
+        if progress:
+            progress.advance(task, len(images))
+    if progress:
+        progress.remove_task(task)
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def cached_features(model, ds, idx, transform, device, cfg, key: dict, progress=None, use_cache: bool = True):
+    path = cache_dir() / "features" / f"{feature_key(key, idx)}.npy"
+    feats = None
+    if use_cache and path.is_file():
+        try:
+            feats = np.load(path, allow_pickle=False)
+        except (OSError, ValueError):
+            feats = None
+        if feats is not None and feats.shape[0] != len(idx):
+            feats = None
+    if feats is None:
+        feats = encode_split(model, ds, idx, transform, device, cfg, progress)
+        if use_cache:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, feats)
+            os.replace(tmp, path)
+    labels = torch.from_numpy(ds.labels[idx].astype(np.int64))
+    return torch.utils.data.TensorDataset(torch.from_numpy(feats), labels, torch.from_numpy(np.asarray(idx)))

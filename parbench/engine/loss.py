@@ -1,0 +1,27 @@
+"""The exp-weighted binary cross-entropy all three PAR references use (metrics.md section 7)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+UNSPECIFIED = 255
+
+
+def positive_ratio(labels: np.ndarray) -> np.ndarray:
+    """p_j = share of positives (value 1) per attribute in the training split."""
+    return (np.asarray(labels) == 1).mean(0).astype(np.float32)
+
+
+def weighted_bce(
+    logits: torch.Tensor, labels: torch.Tensor, pos_ratio: torch.Tensor, unspecified: str = "negative"
+) -> torch.Tensor:
+    """sum_j w_ij * BCE(z_ij, y_ij), averaged over the batch; w = exp(1 - p_j) on positives, exp(p_j) on
+    negatives. Canonical label 255 counts as negative by default, or gets weight 0 with "ignore"."""
+    target = (labels == 1).to(logits.dtype)
+    weight = torch.where(target > 0.5, torch.exp(1 - pos_ratio), torch.exp(pos_ratio)).to(logits.dtype)
+    if unspecified == "ignore":
+        weight = weight * (labels != UNSPECIFIED).to(logits.dtype)
+    loss = F.binary_cross_entropy_with_logits(logits.float(), target.float(), reduction="none")
+    return (loss * weight.float()).sum() / logits.shape[0]

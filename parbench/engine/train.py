@@ -1,0 +1,222 @@
+"""The training loop: one readable path for CPU and GPU, every method.
+
+`fit` runs epochs of `train_epoch`, scores the selection split after each, keeps the best trainable state
+(never selecting on test unless asked), checkpoints atomically after every epoch and resumes from there.
+Data order is a pure function of (seed, epoch); augmentation draws from torch's global RNG, whose state is
+checkpointed, so a killed CPU run resumed from its last epoch ends with the same numbers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from parbench.engine.config import TrainConfig
+from parbench.engine.loss import weighted_bce
+from parbench.engine.schedule import lr_at
+from parbench.metrics import pedestrian_metrics
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def pick_device(cfg: TrainConfig) -> torch.device:
+    if cfg.device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(cfg.device)
+
+
+def autocast(device: torch.device, cfg: TrainConfig):
+    if device.type == "cuda" and cfg.amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = [g for g in groups if g["params"]]
+    for g in groups:
+        g.setdefault("base_lr", g["lr"])
+        g.setdefault("warmup_epochs", cfg.warmup_epochs)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    from parbench.errors import ParbenchError
+
+    raise ParbenchError("optimizer", "sgd or adamw", cfg.optimizer)
+
+
+def set_epoch_lr(opt: torch.optim.Optimizer, epoch: int, cfg: TrainConfig) -> list[float]:
+    for g in opt.param_groups:
+        g["lr"] = lr_at(epoch, g["base_lr"], cfg.epochs, g["warmup_epochs"], cfg.warmup_lr_init, cfg.min_lr)
+    return [g["lr"] for g in opt.param_groups]
+
+
+def epoch_loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: int, shuffle: bool = True):
+    """A DataLoader whose order depends only on (seed, epoch)."""
+    gen = torch.Generator().manual_seed(seed * 1000 + epoch)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+    )  # fmt: skip
+
+
+def _loss(out: dict, labels: torch.Tensor, pos_ratio: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+    loss = weighted_bce(out["logits"], labels, pos_ratio, cfg.unspecified)
+    for aux in out.get("aux", ()):
+        loss = loss + cfg.aux_loss_weight * weighted_bce(aux, labels, pos_ratio, cfg.unspecified)
+    return loss
+
+
+def train_epoch(model, loader, opt, pos_ratio, cfg: TrainConfig, device, tick: Callable | None = None) -> dict:
+    model.train()
+    total, n_img, steps, t0 = 0.0, 0, 0, time.perf_counter()
+    groups = [[p for p in g["params"] if p.requires_grad] for g in opt.param_groups]
+    for images, labels, _ in loader:
+        images, labels = images.to(device, non_blocking=True), labels.to(device)
+        with autocast(device, cfg):
+            out = model(images)
+        loss = _loss(out, labels, pos_ratio, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip_grad:
+            for params in groups:
+                torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+        opt.step()
+        total += float(loss.detach()) * len(images)
+        n_img += len(images)
+        steps += 1
+        if tick:
+            tick(len(images))
+        if cfg.max_steps and steps >= cfg.max_steps:
+            break
+    dt = time.perf_counter() - t0
+    return {"loss": total / max(n_img, 1), "images": n_img, "images_per_s": n_img / max(dt, 1e-9), "seconds": dt}
+
+
+@torch.no_grad()
+def predict(model, loader, device, cfg: TrainConfig, tick: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Sigmoid probabilities and labels, in loader order."""
+    model.eval()
+    probs, labels = [], []
+    for images, lab, _ in loader:
+        with autocast(device, cfg):
+            out = model(images.to(device, non_blocking=True))
+        probs.append(torch.sigmoid(out["logits"].float()).cpu().numpy())
+        labels.append(lab.numpy())
+        if tick:
+            tick(len(images))
+    k = getattr(model, "num_attributes", 0)
+    if not probs:
+        return np.zeros((0, k), np.float32), np.zeros((0, k), np.uint8)
+    return np.concatenate(probs), np.concatenate(labels).astype(np.uint8)
+
+
+@dataclass
+class History:
+    epochs: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_score: float = -1.0
+    selected_on: str = "last"
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}  # fmt: skip
+
+
+def _set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    np.random.set_state(s["numpy"])
+    random.setstate(s["python"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _trainable(model) -> dict:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    buffers = {n for n, _ in model.named_buffers() if n.rsplit(".", 1)[0] in {m.rsplit(".", 1)[0] for m in names}}
+    return {n: t.detach().clone() for n, t in model.state_dict().items() if n in names or n in buffers}
+
+
+def save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def fit(
+    model,
+    train_set,
+    select_set,
+    pos_ratio: np.ndarray,
+    cfg: TrainConfig,
+    seed: int,
+    device: torch.device,
+    select_on: str,
+    run_dir: Path | None = None,
+    resume: bool = False,
+    progress=None,
+) -> History:
+    model.to(device)
+    groups = model.param_groups(cfg) if hasattr(model, "param_groups") else None
+    if groups is None:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr,
+                   "weight_decay": cfg.weight_decay}]  # fmt: skip
+    opt = make_optimizer(groups, cfg)
+    pos = torch.as_tensor(pos_ratio, device=device)
+    hist, start = History(selected_on=select_on), 1
+    best_state = None
+    ckpt_path = run_dir / "last.pt" if run_dir else None
+    if resume and ckpt_path and ckpt_path.is_file():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(ck["trainable"], strict=False)
+        opt.load_state_dict(ck["optimizer"])
+        hist = History(**ck["history"])
+        best_state, start = ck["best_state"], ck["epoch"] + 1
+        _set_rng_state(ck["rng"])
+    for epoch in range(start, cfg.epochs + 1):
+        lrs = set_epoch_lr(opt, epoch, cfg)
+        loader = epoch_loader(train_set, cfg.batch_size, seed, epoch, cfg.num_workers)
+        n_steps = len(loader) if not cfg.max_steps else min(len(loader), cfg.max_steps)
+        task = progress.add_task(f"epoch {epoch}/{cfg.epochs}", total=n_steps * cfg.batch_size) if progress else None
+        tick = (lambda n: progress.advance(task, n)) if progress else None
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        stats = train_epoch(model, loader, opt, pos, cfg, device, tick)
+        if progress:
+            progress.remove_task(task)
+        row = {"epoch": epoch, "lr": lrs, **stats}
+        if device.type == "cuda":
+            row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        if select_set is not None and select_on != "last":
+            sl = epoch_loader(select_set, cfg.eval_batch_size, seed, 0, cfg.num_workers, shuffle=False)
+            probs, labels = predict(model, sl, device, cfg)
+            m = pedestrian_metrics(labels, probs, "promptpar", unspecified=cfg.unspecified)
+            row["select"] = {"split": select_on, **m.headline()}
+            if m.ma > hist.best_score:  # strict: ties keep the earlier epoch
+                hist.best_score, hist.best_epoch, best_state = m.ma, epoch, _trainable(model)
+        hist.epochs.append(row)
+        if run_dir:  # checkpoint first, then the log line: a logged epoch is always a resumable one
+            ck = {"epoch": epoch, "trainable": _trainable(model), "optimizer": opt.state_dict(),
+                  "history": hist.__dict__, "best_state": best_state, "rng": _rng_state()}  # fmt: skip
+            save_atomic(ck, ckpt_path)
+            with open(run_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(row) + "\n")
+    if best_state is not None:
+        model.load_state_dict(best_state, strict=False)
+    else:
+        hist.best_epoch = cfg.epochs
+    return hist

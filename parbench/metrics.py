@@ -1,0 +1,248 @@
+"""Pedestrian-attribute metrics and the two community protocols (pure numpy).
+
+Definitions follow the reference code exactly (see shared/reference/metrics.md): label-based mA, instance-based
+Acc (Jaccard), Prec, Rec and F1, eps = 1e-20 added to denominators only, and a strict `>` threshold.
+
+Protocols fix what differs between communities:
+- `promptpar` (PromptPAR / VTB): threshold 0.45, F1 = mean of per-sample F1.
+- `rethinking` (Rethinking_of_PAR): threshold 0.5, F1 = harmonic mean of the mean Prec and mean Rec.
+
+Labels are canonical uint8: 0 negative, 1 positive, 255 unspecified/uncertain. What 255 means for scoring is
+the `unspecified` option:
+- "negative" (default, the Rethinking loader's 2 -> 0 and PromptPAR's WIDER merge): counted as a negative;
+- "ignore": excluded from the per-attribute counts and from both instance sets (prediction and truth);
+- "stored": what the reference metric code does with a raw value other than 0/1 (RAP's 2 kept by PromptPAR):
+  neither positive nor negative for mA, not in the true set, but a positive prediction on it still enlarges
+  the predicted set and the union.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from parbench.errors import ParbenchError
+
+EPS = 1e-20
+UNSPECIFIED = 255
+HEADLINE = ("ma", "acc", "prec", "rec", "f1")
+UNSPECIFIED_MODES = ("negative", "ignore", "stored")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    threshold: float
+    f1: str  # "mean_sample" (mean of per-sample F1) or "harmonic" (2PR/(P+R) of the means)
+    description: str
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "promptpar": Protocol("promptpar", 0.45, "mean_sample", "PromptPAR/VTB: tau=0.45, F1 = mean per-sample F1"),
+    "rethinking": Protocol(
+        "rethinking", 0.5, "harmonic", "Rethinking_of_PAR: tau=0.5, F1 = 2*Prec*Rec/(Prec+Rec) of the means"
+    ),
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ParbenchError(None, f"a protocol among {', '.join(PROTOCOLS)}", f"'{name}'")
+    return PROTOCOLS[name]
+
+
+@dataclass
+class PedestrianMetrics:
+    """Headline values are fractions in [0, 1]; per-attribute arrays have one entry per evaluated attribute."""
+
+    ma: float
+    acc: float
+    prec: float
+    rec: float
+    f1: float
+    protocol: str
+    threshold: float
+    unspecified: str
+    label_ma: np.ndarray = field(repr=False)
+    label_pos_recall: np.ndarray = field(repr=False)
+    label_neg_recall: np.ndarray = field(repr=False)
+    label_prec: np.ndarray = field(repr=False)
+    label_f1: np.ndarray = field(repr=False)
+    label_acc: np.ndarray = field(repr=False)
+
+    def headline(self) -> dict[str, float]:
+        return {k: float(getattr(self, k)) for k in HEADLINE}
+
+    def to_dict(self) -> dict:
+        out: dict = self.headline()
+        out.update(protocol=self.protocol, threshold=float(self.threshold), unspecified=self.unspecified)
+        return out
+
+
+def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels)
+    probs = np.asarray(probs, dtype=np.float64)
+    if labels.ndim != 2 or probs.shape != labels.shape:
+        raise ParbenchError(
+            "labels/probs", "two N x K arrays of the same shape", f"{labels.shape} and {probs.shape}"
+        )
+    return labels, probs
+
+
+def _masks(labels: np.ndarray, unspecified: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(is_positive, is_negative, counts_in_prediction) boolean masks, N x K."""
+    if unspecified not in UNSPECIFIED_MODES:
+        raise ParbenchError(None, f"unspecified handling among {', '.join(UNSPECIFIED_MODES)}", unspecified)
+    pos = labels == 1
+    neg = labels == 0
+    other = ~(pos | neg)
+    if unspecified == "negative":
+        return pos, neg | other, np.ones_like(pos)
+    if unspecified == "ignore":
+        return pos, neg, ~other
+    return pos, neg, np.ones_like(pos)  # "stored"
+
+
+def per_sample(labels: np.ndarray, pred: np.ndarray, unspecified: str = "negative") -> dict[str, np.ndarray]:
+    """Per-sample instance quantities and per-element label indicators (used by bootstrap too)."""
+    pos, neg, valid = _masks(labels, unspecified)
+    pred = pred & valid
+    inter = (pos & pred).sum(1).astype(np.float64)
+    union = (pos | pred).sum(1).astype(np.float64)
+    n_pred = pred.sum(1).astype(np.float64)
+    n_true = pos.sum(1).astype(np.float64)
+    prec_i = inter / (n_pred + EPS)
+    rec_i = inter / (n_true + EPS)
+    return {
+        "acc": inter / (union + EPS),
+        "prec": prec_i,
+        "rec": rec_i,
+        "f1": 2 * prec_i * rec_i / (prec_i + rec_i + EPS),
+        "tp": (pos & pred).astype(np.float64),
+        "tn": (neg & ~pred).astype(np.float64),
+        "fp": (neg & pred).astype(np.float64),
+        "pos": pos.astype(np.float64),
+        "neg": neg.astype(np.float64),
+    }
+
+
+def _label_metrics(tp, tn, fp, pos, neg) -> dict[str, np.ndarray]:
+    """Per-attribute metrics from count vectors (last axis = attributes)."""
+    fn = pos - tp
+    pos_recall = tp / (pos + EPS)
+    neg_recall = tn / (neg + EPS)
+    prec = tp / (tp + fp + EPS)
+    return {
+        "label_ma": (pos_recall + neg_recall) / 2,
+        "label_pos_recall": pos_recall,
+        "label_neg_recall": neg_recall,
+        "label_prec": prec,
+        "label_acc": tp / (tp + fp + fn + EPS),
+        "label_f1": 2 * prec * pos_recall / (prec + pos_recall + EPS),
+    }
+
+
+def _f1(protocol: Protocol, prec: np.ndarray, rec: np.ndarray, f1_mean: np.ndarray) -> np.ndarray:
+    if protocol.f1 == "harmonic":
+        return 2 * prec * rec / (prec + rec + EPS)
+    return f1_mean
+
+
+def pedestrian_metrics(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    protocol: str = "promptpar",
+    threshold: float | None = None,
+    unspecified: str = "negative",
+) -> PedestrianMetrics:
+    """Score N x K probabilities against N x K labels under a named protocol."""
+    labels, probs = _check(labels, probs)
+    proto = get_protocol(protocol)
+    tau = proto.threshold if threshold is None else float(threshold)
+    s = per_sample(labels, probs > tau, unspecified)
+    lab = _label_metrics(s["tp"].sum(0), s["tn"].sum(0), s["fp"].sum(0), s["pos"].sum(0), s["neg"].sum(0))
+    prec, rec = s["prec"].mean(), s["rec"].mean()
+    return PedestrianMetrics(
+        ma=float(lab["label_ma"].mean()),
+        acc=float(s["acc"].mean()),
+        prec=float(prec),
+        rec=float(rec),
+        f1=float(_f1(proto, prec, rec, s["f1"].mean())),
+        protocol=proto.name,
+        threshold=tau,
+        unspecified=unspecified,
+        **lab,
+    )
+
+
+def bootstrap_samples(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    protocol: str = "promptpar",
+    threshold: float | None = None,
+    unspecified: str = "negative",
+    n_boot: int = 1000,
+    seed: int = 0,
+    indices: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
+    """Headline metrics on `n_boot` resamples of the test samples (with replacement), vectorised.
+
+    Pass the same `indices` (n_boot x N) for two methods on the same images to get a paired bootstrap.
+    """
+    labels, probs = _check(labels, probs)
+    proto = get_protocol(protocol)
+    tau = proto.threshold if threshold is None else float(threshold)
+    n = labels.shape[0]
+    if indices is None:
+        indices = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    s = per_sample(labels, probs > tau, unspecified)
+    # multiplicity of each sample in each resample: (n_boot, N)
+    counts = np.zeros((indices.shape[0], n), dtype=np.float64)
+    np.add.at(counts, (np.arange(indices.shape[0])[:, None], indices), 1.0)
+    lab = _label_metrics(*(counts @ s[k] for k in ("tp", "tn", "fp", "pos", "neg")))
+    out = {"ma": lab["label_ma"].mean(1)}
+    for k in ("acc", "prec", "rec", "f1"):
+        out[k] = (counts @ s[k]) / n
+    out["f1"] = _f1(proto, out["prec"], out["rec"], out["f1"])
+    return out
+
+
+def bootstrap_ci(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    protocol: str = "promptpar",
+    threshold: float | None = None,
+    unspecified: str = "negative",
+    n_boot: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap interval (default 95%) for every headline metric."""
+    boot = bootstrap_samples(labels, probs, protocol, threshold, unspecified, n_boot, seed)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return {k: (float(np.percentile(v, lo)), float(np.percentile(v, hi))) for k, v in boot.items()}
+
+
+def paired_bootstrap(
+    labels: np.ndarray,
+    probs_a: np.ndarray,
+    probs_b: np.ndarray,
+    metric: str = "ma",
+    protocol: str = "promptpar",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Paired bootstrap of the difference a - b on the same test images: mean delta, 95% CI and the
+    one-sided p-value that a is not better than b (fraction of resamples with delta <= 0)."""
+    n = np.asarray(labels).shape[0]
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    a = bootstrap_samples(labels, probs_a, protocol, indices=idx)[metric]
+    b = bootstrap_samples(labels, probs_b, protocol, indices=idx)[metric]
+    d = a - b
+    return {
+        "delta": float(d.mean()),
+        "ci_low": float(np.percentile(d, 2.5)),
+        "ci_high": float(np.percentile(d, 97.5)),
+        "p_value": float((d <= 0).mean()),
+    }

@@ -1,0 +1,47 @@
+"""Where parbench keeps things, and where each dataset lives on this machine.
+
+This is the one place (with cli.py) that reads the environment: PARBENCH_CACHE (cache folder, default
+~/.cache/parbench), PARBENCH_CONFIG (user config file, default ~/.config/parbench/config.toml) and
+PARBENCH_ROOT_<NAME> (a dataset's root, e.g. PARBENCH_ROOT_PETA_ZS). The config file may hold
+
+    [roots]
+    PETA = "/data/PETA"
+    PA100k = "/data/PA100k"
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+
+from parbench.errors import ParbenchError
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PARBENCH_CACHE", Path.home() / ".cache" / "parbench"))
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("PARBENCH_CONFIG", Path.home() / ".config" / "parbench" / "config.toml"))
+
+
+def env_var(dataset: str) -> str:
+    return "PARBENCH_ROOT_" + re.sub(r"[^A-Za-z0-9]", "_", dataset).upper()
+
+
+def configured_root(dataset: str) -> Path | None:
+    """The root set once for a dataset: environment first, then the user config file."""
+    if env := os.environ.get(env_var(dataset)):
+        return Path(env)
+    path = config_path()
+    if path.is_file():
+        try:
+            roots = tomllib.loads(path.read_text()).get("roots", {})
+        except tomllib.TOMLDecodeError as e:
+            raise ParbenchError(path, "a valid TOML config", str(e)) from None
+        for key, value in roots.items():
+            if key.lower() == dataset.lower():
+                return Path(value)
+    return None
