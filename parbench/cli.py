@@ -1,0 +1,413 @@
+"""The `parbench` command line: parse, call the library, print. Progress and messages go to stderr so that
+`--json` leaves stdout machine-clean. User errors are one red line and exit code 1 (traceback with --debug).
+Heavy imports (torch, open_clip) happen inside the commands that need them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from parbench import __version__
+from parbench.errors import ParbenchError
+
+app = typer.Typer(add_completion=False, rich_markup_mode="rich", no_args_is_help=True,
+                  context_settings={"help_option_names": ["-h", "--help"]},
+                  help="Benchmark and zero-shot evaluation suite for pedestrian attribute recognition.")  # fmt: skip
+datasets_app = typer.Typer(no_args_is_help=True, help="Dataset cards: list, inspect, prepare, audit.")
+methods_app = typer.Typer(no_args_is_help=True, help="Registered methods and their parameter counts.")
+runs_app = typer.Typer(no_args_is_help=True, help="Runs in a results store: list, export.")
+store_app = typer.Typer(no_args_is_help=True, help="Results-store maintenance.")
+app.add_typer(datasets_app, name="datasets")
+app.add_typer(methods_app, name="methods")
+app.add_typer(runs_app, name="runs")
+app.add_typer(store_app, name="store")
+
+err = Console(stderr=True)
+out = Console()
+STATE = {"debug": False}
+DEFAULT_STORE = "runs/store.sqlite"
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"parbench {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_callback(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    STATE["debug"] = debug
+
+
+def _json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=1, default=float) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------- datasets
+@datasets_app.command("list")
+def datasets_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """List the registered datasets (one card each)."""
+    from parbench.cards import list_cards, load_card
+
+    cards = [load_card(n) for n in list_cards()]
+    if as_json:
+        return _json([{"name": c.name, "attributes": c.num_attributes, "splits": c.splits, "reader": c.reader} for c in cards])
+    t = Table("dataset", "attributes", "splits (card)", "reader", "description")
+    for c in cards:
+        t.add_row(c.name, str(c.num_attributes), " ".join(f"{k}={v}" for k, v in c.splits.items() if v), c.reader, c.description)
+    out.print(t)
+
+
+@datasets_app.command("info")
+def datasets_info(
+    name: Annotated[str, typer.Argument(help="Dataset name (see `datasets list`).")],
+    root: Annotated[Path | None, typer.Option(help="Dataset folder; reads the files for sizes and ratios.")] = None,
+    partition: Annotated[int, typer.Option(help="Random partition (0-4 where the dataset has 5).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Card facts; with data available, split sizes and per-attribute positive ratios."""
+    from parbench.cards import load_card
+    from parbench.settings import configured_root
+
+    card = load_card(name)
+    info = {"name": card.name, "version": card.version, "reader": card.reader, "source_files": list(card.source_files),
+            "splits_card": card.splits, "attributes": [a.name for a in card.attributes],
+            "groups": card.groups()}  # fmt: skip
+    if root is not None or configured_root(card.name) is not None or card.reader == "synthetic_json":
+        from parbench.data import load_dataset
+
+        ds = load_dataset(card.name, root, partition)
+        info["splits"] = {s: int(ds.partition(s).size) for s in ds.splits}
+        train = card.train_split if card.train_split in ds.partitions else ds.splits[0]
+        info["positive_ratio"] = dict(zip(ds.attributes, ds.positive_ratio(train).round(4).tolist(), strict=True))
+        info["ratio_split"] = train
+    if as_json:
+        return _json(info)
+    out.print(f"[bold]{card.name}[/] v{card.version} — {card.description}")
+    out.print(f"reader {card.reader}; files {', '.join(card.source_files)}")
+    if "splits" in info:
+        out.print("splits: " + ", ".join(f"{k}={v}" for k, v in info["splits"].items()))
+    t = Table("#", "attribute", "group", f"positive ratio ({info.get('ratio_split', '-')})", "sentence")
+    for i, a in enumerate(card.attributes):
+        ratio = info.get("positive_ratio", {}).get(a.name)
+        t.add_row(str(i), a.name, a.group, "–" if ratio is None else f"{ratio:.3f}", a.positive)
+    out.print(t)
+
+
+@datasets_app.command("prepare")
+def datasets_prepare(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    root: Annotated[Path | None, typer.Option(help="Folder holding the original files (or set it in the config).")] = None,
+    partition: Annotated[int, typer.Option(help="Random partition (0-4).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Read the originals once, check images and split sizes, write the fast prepared copy."""
+    from parbench.data import prepare_dataset
+
+    with err.status(f"preparing {name}") as status:
+        rep = prepare_dataset(name, root, partition, progress=lambda i, n: status.update(f"checking images {i}/{n}"))
+    if as_json:
+        return _json(rep)
+    out.print(f"{rep['dataset']}: {rep['images']} samples, splits {rep['splits']}")
+    if rep["missing"]:
+        err.print(f"[yellow]{rep['missing']} image files missing, e.g. {rep['missing_examples'][:3]}[/]")
+    for s, m in rep["split_mismatches"].items():
+        err.print(f"[yellow]split {s}: card says {m['card']}, found {m['found']} (a subset?)[/]")
+    out.print(f"prepared: {rep['prepared']}")
+
+
+@datasets_app.command("audit")
+def datasets_audit(
+    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
+    partition: Annotated[int, typer.Option(help="Random partition.")] = 0,
+    hashes: Annotated[bool, typer.Option(help="Also hash every image to find exact duplicates across splits.")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Identity overlap between train and test, and exact-duplicate images across splits."""
+    from parbench.data import load_dataset
+    from parbench.data.audit import audit
+
+    ds = load_dataset(name, root, partition)
+    with err.status("hashing images") as status:
+        rep = audit(ds, hashes, progress=lambda i, n: status.update(f"hashing images {i}/{n}"))
+    if as_json:
+        return _json(rep)
+    for k, v in rep.items():
+        out.print(f"{k}: {v}")
+
+
+# ---------------------------------------------------------------------------------------------- methods
+@methods_app.command("list")
+def methods_list(
+    filter: Annotated[str | None, typer.Option(help="fnmatch pattern, e.g. 'prompt*'.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """List registered methods."""
+    from parbench.methods import get_method, list_methods
+
+    names = list_methods(filter)
+    if as_json:
+        return _json(names)
+    for n in names:
+        out.print(f"[bold]{n}[/]  {get_method(n).description}")
+
+
+@methods_app.command("info")
+def methods_info(
+    method: Annotated[str, typer.Argument(help="Method name.")],
+    backbone: Annotated[str, typer.Option(help="open_clip model name, e.g. ViT-L-14 or parbench-tiny.")] = "ViT-L-14",
+    dataset: Annotated[str | None, typer.Option(help="Dataset whose attributes size the heads.")] = None,
+    num_attributes: Annotated[int | None, typer.Option(help="Number of attributes, instead of --dataset.")] = None,
+    variant: Annotated[str | None, typer.Option(help="PromptPAR variant: fixed or reference.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Method option key=value (repeatable).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Total and trainable parameter counts, counted on torch's meta device (no memory, seconds)."""
+    from parbench.info import method_info
+
+    overrides = dict(kv.split("=", 1) for kv in set_ or [])
+    if variant:
+        overrides["variant"] = variant
+    info = method_info(method, backbone, dataset, num_attributes, overrides)
+    if as_json:
+        return _json(info)
+    out.print(f"{info['method']} on {info['backbone']} ({info['num_attributes']} attributes): "
+              f"{info['total_params']:,} total, {info['trainable_params']:,} trainable ({info['trainable_pct']:.3f}%)")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- run / eval
+def _overrides(config: Path | None, sets: list[str] | None) -> dict:
+    from parbench.engine.config import load_config_file, parse_sets
+
+    o = {}
+    if config:
+        doc = load_config_file(config)
+        o.update({k: v for k, v in doc.items() if not isinstance(v, dict)})
+        for table in doc.values():
+            if isinstance(table, dict):
+                o.update(table)
+    o.update(parse_sets(sets))
+    return o
+
+
+@app.command("run")
+def run_cmd(
+    dataset: Annotated[str, typer.Option(help="Dataset name (synthetic needs no --root).")],
+    method: Annotated[str, typer.Option(help="Method name (see `methods list`).")],
+    root: Annotated[Path | None, typer.Option(help="Dataset folder (or set it once in the config).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="open_clip model name (method default if omitted).")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="open_clip tag, checkpoint file, or 'none'.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for data order, augmentation and init.")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
+    partition: Annotated[int, typer.Option(help="Random partition (0-4).")] = 0,
+    config: Annotated[Path | None, typer.Option(help="TOML file of settings.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Setting key=value (repeatable).")] = None,
+    select_on: Annotated[str | None, typer.Option(help="Selection split: val, carve, last or test (marked).")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for run folders.")] = Path("runs"),
+    store: Annotated[Path | None, typer.Option(help="Results store to record the run in.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue a killed run from its last finished epoch.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON (only).")] = False,
+) -> None:
+    """Train (if the method trains), select without peeking, evaluate on test, record."""
+    from parbench.engine.run import RunSpec, run
+
+    overrides = _overrides(config, set_)
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    if select_on is not None:
+        overrides["select_on"] = select_on
+    spec = RunSpec(dataset=dataset, method=method, backbone=backbone, pretrained=pretrained, seed=seed,
+                   root=str(root) if root else None, partition=partition, overrides=overrides, out=str(out_dir),
+                   resume=resume, store=str(store) if store else None, quiet=as_json)  # fmt: skip
+    rec = run(spec)
+    if as_json:
+        return _json({k: v for k, v in rec.items() if k != "config"} | {"config": rec["config"]})
+    m = rec["metrics"]
+    for proto in m:
+        mm = m[proto]
+        out.print(f"{proto:10s} mA {100 * mm['ma']:.2f}  Acc {100 * mm['acc']:.2f}  Prec {100 * mm['prec']:.2f}  "
+                  f"Rec {100 * mm['rec']:.2f}  F1 {100 * mm['f1']:.2f}")  # fmt: skip
+    out.print(f"selected on {rec['selected_on']}; {rec['trainable_params']:,} of {rec['total_params']:,} params train; "
+              f"{rec['wall_s']:.1f} s; {rec['run_dir']}")  # fmt: skip
+
+
+@app.command("score")
+def score(
+    labels: Annotated[Path, typer.Option(help="N x K labels (.npy): 0, 1, 255 = unspecified.")],
+    probs: Annotated[Path, typer.Option(help="N x K probabilities (.npy).")],
+    protocol: Annotated[str, typer.Option(help="promptpar (0.45, mean F1) or rethinking (0.5, harmonic F1).")] = "promptpar",
+    threshold: Annotated[float | None, typer.Option(help="Override the protocol's threshold.")] = None,
+    unspecified: Annotated[str, typer.Option(help="Label 255: negative (default), ignore, or stored.")] = "negative",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% intervals (0 = off).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON object.")] = False,
+) -> None:
+    """Score saved predictions of any model."""
+    import numpy as np
+
+    from parbench.metrics import bootstrap_ci, pedestrian_metrics
+
+    arrays = []
+    for p in (labels, probs):
+        try:
+            arrays.append(np.load(p, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise ParbenchError(p, "a .npy array", str(e)) from None
+    m = pedestrian_metrics(arrays[0], arrays[1], protocol, threshold, unspecified)
+    res = m.to_dict()
+    if bootstrap:
+        res["ci95"] = bootstrap_ci(arrays[0], arrays[1], protocol, threshold, unspecified, n_boot=bootstrap)
+    if as_json:
+        return _json(res)
+    out.print("  ".join(f"{k} {100 * res[k]:.2f}" for k in ("ma", "acc", "prec", "rec", "f1")) +
+              f"  ({m.protocol}, threshold {m.threshold})")  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------- suites, report
+@app.command("suite")
+def suite_cmd(
+    file: Annotated[Path, typer.Argument(help="Suite TOML file.")],
+    store: Annotated[Path | None, typer.Option(help="Results store (default: the suite's).")] = None,
+    shard: Annotated[str | None, typer.Option(help="Run share k of n, e.g. 2/4.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List what would run, run nothing.")] = False,
+) -> None:
+    """Run a grid of runs; finished ones are skipped, so a suite resumes after a crash."""
+    from parbench.suite import load_suite, pending, run_suite
+    from parbench.suite import shard as take_shard
+
+    suite = load_suite(file, store=str(store) if store else None)
+    specs = suite.specs
+    if shard:
+        try:
+            k, n = (int(x) for x in shard.split("/"))
+        except ValueError:
+            raise ParbenchError("--shard", "k/n", shard) from None
+        specs = take_shard(specs, k, n)
+    todo = pending(suite, specs)
+    err.print(f"suite {suite.name}: {len(specs)} runs, {len(specs) - len(todo)} already done, {len(todo)} to run")
+    if dry_run:
+        for s in todo:
+            out.print(f"{s.dataset} {s.method} {s.backbone} seed={s.seed} key={s.key()}")
+        return
+    run_suite(suite, specs, on_done=lambda r: err.print(
+        f"done {r['dataset']} {r['method']} seed {r['seed']}: mA {100 * r['metrics']['promptpar']['ma']:.2f}"))
+
+
+@app.command("report")
+def report_cmd(
+    store: Annotated[Path, typer.Option(help="Results store.")] = Path(DEFAULT_STORE),
+    out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("reports/latest"),
+    protocol: Annotated[str, typer.Option(help="Protocol shown: promptpar or rethinking.")] = "promptpar",
+    include_smoke: Annotated[bool, typer.Option(help="Include smoke runs (--limit/--max-steps).")] = False,
+) -> None:
+    """Render the HTML leaderboard (plus Markdown and CSV) from a store."""
+    from parbench.report.render import render_report
+
+    path = render_report(store, out_dir, protocol, include_smoke)
+    out.print(f"report: {path}")
+
+
+@app.command("demo")
+def demo_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("reports/demo"),
+    fresh: Annotated[bool, typer.Option(help="Forget earlier demo runs and run everything again.")] = False,
+) -> None:
+    """Synthetic data, tiny backbone, every method, two seeds, report — offline, on CPU."""
+    from parbench.demo import run_demo
+
+    path = run_demo(out_dir, fresh=fresh, log=err.print)
+    out.print(f"demo report: {path}")
+
+
+# ---------------------------------------------------------------------------------------------- store
+@runs_app.command("list")
+def runs_list(
+    store: Annotated[Path, typer.Option(help="Results store.")] = Path(DEFAULT_STORE),
+    protocol: Annotated[str, typer.Option(help="Protocol to show.")] = "promptpar",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """One line per run."""
+    from parbench.store import Store
+
+    if not store.is_file():
+        raise ParbenchError(store, "a results store", "no such file")
+    rows = [r for r in Store(store).table() if r["protocol"] == protocol]
+    if as_json:
+        return _json(rows)
+    t = Table("dataset", "method", "backbone", "seed", "mA", "F1", "trainable", "selected on", "run")
+    for r in rows:
+        t.add_row(r["dataset"], r["method"], r["backbone"], str(r["seed"]), f"{100 * r['ma']:.2f}",
+                  f"{100 * r['f1']:.2f}", f"{r['trainable_params']:,}", r["selected_on"], r["run_id"])  # fmt: skip
+    out.print(t)
+
+
+@runs_app.command("export")
+def runs_export(
+    store: Annotated[Path, typer.Option(help="Results store.")] = Path(DEFAULT_STORE),
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output file.")] = Path("runs.csv"),
+) -> None:
+    """Export every (run, protocol) row for analysis elsewhere (pandas)."""
+    import pandas as pd
+
+    from parbench.store import Store
+
+    df = pd.DataFrame(Store(store).table())
+    if fmt == "csv":
+        df.to_csv(output, index=False)
+    elif fmt == "parquet":
+        try:
+            df.to_parquet(output, index=False)
+        except ImportError as e:
+            raise ParbenchError(output, "pyarrow installed for parquet", str(e)) from None
+    else:
+        raise ParbenchError("--format", "csv or parquet", fmt)
+    out.print(f"{len(df)} rows -> {output}")
+
+
+@store_app.command("merge")
+def store_merge(
+    target: Annotated[Path, typer.Argument(help="Store to merge into.")],
+    sources: Annotated[list[Path], typer.Argument(help="Stores to copy runs from.")],
+) -> None:
+    """Join stores written by separate shards."""
+    from parbench.store import Store
+
+    dst = Store(target)
+    n = sum(dst.merge_from(s) for s in sources)
+    out.print(f"merged {n} runs into {target}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except ParbenchError as e:
+        if STATE["debug"]:
+            raise
+        err.print(f"[red]error:[/] {e}", highlight=False)
+        sys.exit(1)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        sys.exit(130)
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

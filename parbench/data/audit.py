@@ -1,0 +1,70 @@
+"""Dataset audits: identities shared across splits, and exact-duplicate images across splits."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+
+import numpy as np
+
+from parbench.data.dataset import PARDataset
+
+
+def identity_overlap(ds: PARDataset, a: str, b: str) -> list[int]:
+    if ds.identities is None or a not in ds.partitions or b not in ds.partitions:
+        return []
+    ia, ib = ds.identities[ds.partition(a)], ds.identities[ds.partition(b)]
+    ia, ib = ia[ia >= 0], ib[ib >= 0]  # negative ids mean "no identity"
+    return sorted(set(ia.tolist()) & set(ib.tolist()))
+
+
+def duplicate_images(ds: PARDataset, progress=None) -> list[dict]:
+    """Images with identical bytes that sit in different splits."""
+    split_of: dict[int, list[str]] = defaultdict(list)
+    for s, idx in ds.partitions.items():
+        if s == "trainval":
+            continue
+        for i in idx.tolist():
+            split_of[i].append(s)
+    by_hash: dict[str, list[int]] = defaultdict(list)
+    paths = ds.image_paths
+    items = sorted(split_of)
+    for n, i in enumerate(items):
+        try:
+            with open(paths[i], "rb") as f:
+                by_hash[hashlib.sha256(f.read()).hexdigest()].append(i)
+        except OSError:
+            continue
+        if progress and n % 500 == 0:
+            progress(n, len(items))
+    out = []
+    for h, rows in by_hash.items():
+        splits = sorted({s for i in rows for s in split_of[i]})
+        if len(rows) > 1 and len(splits) > 1:
+            out.append({"sha256": h[:16], "images": [ds.relpaths[i] for i in rows], "splits": splits})
+    return out
+
+
+def audit(ds: PARDataset, hashes: bool = True, progress=None) -> dict:
+    rep = {"dataset": ds.name, "has_identities": ds.identities is not None}
+    if ds.identities is not None:
+        rep["identities_train_test"] = len(identity_overlap(ds, "train" if "train" in ds.partitions else "trainval", "test"))
+        rep["identities_trainval_test"] = len(identity_overlap(ds, "trainval", "test")) if "trainval" in ds.partitions else 0
+    if hashes:
+        dups = duplicate_images(ds, progress)
+        rep["duplicate_groups_across_splits"] = len(dups)
+        rep["duplicate_examples"] = dups[:5]
+    return rep
+
+
+def identity_split(identities: np.ndarray, seed: int = 0, fractions=(0.6, 0.2, 0.2)) -> dict[str, np.ndarray]:
+    """A seeded identity-disjoint train/val/test split of the rows that have an identity."""
+    rows = np.flatnonzero(identities >= 0)
+    ids = np.unique(identities[rows])
+    perm = np.random.default_rng(seed).permutation(ids)
+    a, b = int(fractions[0] * len(ids)), int((fractions[0] + fractions[1]) * len(ids))
+    out = {}
+    for name, group in (("train", perm[:a]), ("val", perm[a:b]), ("test", perm[b:])):
+        out[name] = np.sort(rows[np.isin(identities[rows], group)])
+    out["trainval"] = np.sort(np.concatenate([out["train"], out["val"]]))
+    return out

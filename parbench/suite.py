@@ -1,0 +1,109 @@
+"""Suites: a grid of runs (datasets x methods x backbones x seeds) from one TOML file.
+
+    name = "demo"
+    datasets = ["synthetic", "synthetic-zs"]
+    methods = ["linear-probe", "finetune", "zeroshot", "promptpar"]
+    backbones = ["parbench-tiny"]
+    pretrained = "none"
+    seeds = [0, 1]
+    [set]                      # overrides for every run
+    epochs = 3
+    [methods_set.promptpar]    # overrides for one method
+    fusion_dim = 128
+
+Finished runs (same key in the store) are skipped, so a crashed suite continues where it stopped;
+`shard = (k, n)` runs the k-th of n deterministic shares.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parbench.engine.run import RunSpec
+from parbench.errors import ParbenchError
+
+_KEYS = {"name", "datasets", "methods", "backbones", "pretrained", "seeds", "set", "methods_set", "store", "out",
+         "roots", "groups", "partition"}  # fmt: skip
+
+
+@dataclass
+class Suite:
+    name: str
+    specs: list[RunSpec]
+    store: str
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _expand(values: list[str], groups: dict[str, list[str]]) -> list[str]:
+    out = []
+    for v in values:
+        out += groups.get(v, [v])
+    return out
+
+
+def load_suite(path: str | Path, store: str | None = None, out: str | None = None) -> Suite:
+    path = Path(path)
+    if not path.is_file():
+        raise ParbenchError(path, "a suite TOML file", "no such file")
+    try:
+        doc = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ParbenchError(path, "valid TOML", str(e)) from None
+    unknown = sorted(set(doc) - _KEYS)
+    if unknown:
+        raise ParbenchError(path, f"suite keys among {', '.join(sorted(_KEYS))}", f"unknown {unknown}")
+    for key in ("datasets", "methods"):
+        if not isinstance(doc.get(key), list) or not doc[key]:
+            raise ParbenchError(path, f"a non-empty list '{key}'", repr(doc.get(key)))
+    groups = doc.get("groups", {})
+    datasets = _expand(doc["datasets"], groups)
+    backbones = doc.get("backbones", [None])
+    pretrained = doc.get("pretrained")
+    if isinstance(pretrained, list) and len(pretrained) != len(backbones):
+        raise ParbenchError(path, f"pretrained: one value or one per backbone ({len(backbones)})", str(len(pretrained)))
+    pre_list = pretrained if isinstance(pretrained, list) else [pretrained] * len(backbones)
+    roots = doc.get("roots", {})
+    name = doc.get("name", path.stem)
+    run_out = out or doc.get("out", f"runs/{name}")
+    specs = []
+    for ds in datasets:
+        for method in doc["methods"]:
+            for bb, pre in zip(backbones, pre_list, strict=True):
+                for seed in doc.get("seeds", [0]):
+                    overrides = {**doc.get("set", {}), **doc.get("methods_set", {}).get(method, {})}
+                    specs.append(RunSpec(dataset=ds, method=method, backbone=bb, pretrained=pre, seed=int(seed),
+                                         root=roots.get(ds), partition=int(doc.get("partition", 0)),
+                                         overrides=overrides, out=run_out))  # fmt: skip
+    return Suite(name=name, specs=specs, store=store or doc.get("store", f"{run_out}/store.sqlite"), source=str(path))
+
+
+def shard(specs: list[RunSpec], k: int, n: int) -> list[RunSpec]:
+    """The k-th (1-based) of n deterministic shares: round-robin over the sorted run keys."""
+    if not (n >= 1 and 1 <= k <= n):
+        raise ParbenchError("--shard", "k/n with 1 <= k <= n", f"{k}/{n}")
+    ordered = sorted(specs, key=lambda s: s.key())
+    return [s for i, s in enumerate(ordered) if i % n == k - 1]
+
+
+def pending(suite: Suite, specs: list[RunSpec]) -> list[RunSpec]:
+    from parbench.store import Store
+
+    done = Store(suite.store).keys() if Path(suite.store).exists() else set()
+    return [s for s in specs if s.key() not in done]
+
+
+def run_suite(suite: Suite, specs: list[RunSpec], quiet: bool = False, on_done=None) -> list[dict]:
+    from parbench.engine.run import run
+
+    records = []
+    for spec in pending(suite, specs):
+        spec.store, spec.quiet = suite.store, quiet
+        rec = run(spec)
+        records.append(rec)
+        if on_done:
+            on_done(rec)
+    return records
