@@ -17,6 +17,7 @@ FIXES = (
     "fix_frozen_norms",  # the fusion block's LayerNorms frozen like the rest of it (reference: they train)
     "fix_normalization",  # CLIP's own mean/std (reference: 0.5/0.5)
     "fix_geometry",  # regions, prompt groups and mask computed for any grid / div_num / overlap_row
+    "fix_dead_bias",  # head biases feed BatchNorm, which removes any constant shift: frozen, not counted
 )
 
 
@@ -51,6 +52,7 @@ class PromptParConfig:
     fix_frozen_norms: bool | None = None
     fix_normalization: bool | None = None
     fix_geometry: bool | None = None
+    fix_dead_bias: bool | None = None
 
     def resolved(self) -> PromptParConfig:
         """Fill each unset fix from the variant."""

@@ -106,6 +106,8 @@ class PromptPAR(nn.Module):
                 train = any(k in sub for k in self.FUSION_SIDE)
                 if self.cfg.fix_frozen_norms and (sub.startswith("blocks.") or sub.startswith("norm.")):
                     train = False
+                if self.cfg.fix_dead_bias and sub.startswith("weight_layer.") and sub.endswith(".bias"):
+                    train = False
                 p.requires_grad_(train)
             else:
                 p.requires_grad_(name.split(".")[0] in self.PROMPT_SIDE)

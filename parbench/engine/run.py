@@ -52,9 +52,11 @@ class RunSpec:
     quiet: bool = False
 
     def key(self) -> str:
-        """Identity of a run in a suite: finished keys are skipped on re-run."""
+        """Identity of a run: dataset, method, backbone, weights, seed, partition and the *resolved* settings
+        (so "--set epochs=3" and epochs = 3 in a file are the same run). Suites skip finished keys."""
+        cfg, options = resolve_config(get_method(self.method), self.overrides)
         blob = json.dumps([self.dataset, self.method, self.backbone, self.pretrained, self.seed, self.partition,
-                           sorted(self.overrides.items())], default=str)  # fmt: skip
+                           asdict(cfg), asdict(options) if options is not None else None], default=str)  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -106,13 +108,19 @@ def environment() -> dict:
 
 
 def _progress(quiet: bool):
+    """A rich progress bar on stderr: images done, images/s and ETA."""
     if quiet:
         return None
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
+    from rich.text import Text
 
-    cols = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} img"),
-            TextColumn("{task.speed:.1f} img/s" if True else ""), TimeRemainingColumn()]  # fmt: skip
+    class Speed(ProgressColumn):
+        def render(self, task) -> Text:
+            return Text("– img/s" if task.speed is None else f"{task.speed:.1f} img/s")
+
+    cols = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} img"), Speed(),
+            TimeRemainingColumn()]  # fmt: skip
     return Progress(*cols, console=Console(stderr=True), transient=True)
 
 

@@ -1,0 +1,102 @@
+"""Metric definitions against hand-computed cases (metrics.md) and the two protocols."""
+
+import numpy as np
+import pytest
+
+from parbench.errors import ParbenchError
+from parbench.metrics import bootstrap_ci, paired_bootstrap, pedestrian_metrics
+
+# 4 samples x 3 attributes
+LABELS = np.array([[1, 0, 1], [1, 1, 0], [0, 0, 0], [0, 1, 0]], dtype=np.uint8)
+PROBS = np.array(
+    [
+        [0.9, 0.1, 0.2],  # TP, TN, FN
+        [0.1, 0.2, 0.3],  # no predicted positives (GT has positives)
+        [0.1, 0.2, 0.3],  # neither GT nor prediction: scores 0, not skipped
+        [0.8, 0.45, 0.1],  # 0.45 == threshold -> negative; predicted positive on an empty-GT... not empty here
+    ]
+)
+
+
+def test_hand_computed_promptpar():
+    m = pedestrian_metrics(LABELS, PROBS, "promptpar")
+    # attribute 0: P=2 (rows 0,1), TP=1 -> TPR 0.5; N=2 (rows 2,3), TN=1 (row 2) -> TNR 0.5 -> 0.5
+    # attribute 1: P=2 (rows 1,3), TP=0 (0.45 is not > 0.45); N=2, TN=2 -> (0 + 1)/2 = 0.5
+    # attribute 2: P=1 (row 0), TP=0; N=3, TN=3 -> 0.5
+    assert m.ma == pytest.approx(0.5)
+    np.testing.assert_allclose(m.label_pos_recall, [0.5, 0.0, 0.0])
+    np.testing.assert_allclose(m.label_neg_recall, [0.5, 1.0, 1.0])
+    # instance: row0 I=1 U=2 -> acc .5, prec 1, rec .5, f1 2/3; row1 all 0; row2 all 0;
+    # row3: Y={1}, Yhat={0} -> I=0, U=2 -> 0
+    assert m.acc == pytest.approx(0.5 / 4)
+    assert m.prec == pytest.approx(1 / 4 + 0 + 0 + 0)  # row3 prec 0/1
+    assert m.rec == pytest.approx(0.5 / 4)
+    assert m.f1 == pytest.approx((2 / 3) / 4)
+    assert m.threshold == 0.45
+
+
+def test_rethinking_f1_is_harmonic_of_means():
+    m = pedestrian_metrics(LABELS, PROBS, "rethinking")
+    assert m.threshold == 0.5
+    assert m.f1 == pytest.approx(2 * m.prec * m.rec / (m.prec + m.rec))
+    # at 0.5 the 0.45 entry is negative too, so instance sets equal the promptpar case here
+    assert m.prec == pytest.approx(0.25)
+
+
+def test_probability_equal_to_threshold_is_negative():
+    labels = np.array([[1]], dtype=np.uint8)
+    assert pedestrian_metrics(labels, np.array([[0.45]]), "promptpar").label_pos_recall[0] == 0.0
+    assert pedestrian_metrics(labels, np.array([[0.4500001]]), "promptpar").label_pos_recall[0] == 1.0
+    assert pedestrian_metrics(labels, np.array([[0.5]]), "rethinking").label_pos_recall[0] == 0.0
+
+
+def test_predicted_positive_with_empty_truth_scores_zero():
+    m = pedestrian_metrics(np.array([[0, 0]], np.uint8), np.array([[0.9, 0.1]]))
+    assert (m.acc, m.prec, m.rec, m.f1) == (0.0, 0.0, 0.0, 0.0)
+
+
+def test_attribute_without_positives_caps_at_half():
+    labels = np.array([[0, 1], [0, 0]], dtype=np.uint8)
+    m = pedestrian_metrics(labels, np.array([[0.1, 0.9], [0.2, 0.1]]))
+    assert m.label_ma[0] == pytest.approx(0.5)  # TPR 0 (no positives), TNR 1
+    assert m.label_ma[1] == pytest.approx(1.0)
+
+
+def test_unspecified_negative_ignore_and_stored():
+    labels = np.array([[1, 255], [0, 1]], dtype=np.uint8)
+    probs = np.array([[0.9, 0.9], [0.1, 0.9]])
+    neg = pedestrian_metrics(labels, probs, unspecified="negative")
+    # attr1: 255 counted as negative and predicted positive -> TNR 0; P=1 TP=1 -> 0.5
+    assert neg.label_ma[1] == pytest.approx(0.5)
+    assert neg.acc == pytest.approx((1 / 2 + 1) / 2)  # row0: Y={0}, Yhat={0,1}
+    ign = pedestrian_metrics(labels, probs, unspecified="ignore")
+    # attr1: only row1 counts: P=1 TP=1, N=0 -> (1 + 0)/2
+    assert ign.label_ma[1] == pytest.approx(0.5)
+    assert ign.acc == pytest.approx(1.0)  # row0: prediction on the ignored entry does not count
+    assert ign.prec == pytest.approx(1.0)
+    stored = pedestrian_metrics(labels, probs, unspecified="stored")
+    # reference behaviour on raw values: excluded from counts but enlarges the predicted set and union
+    assert stored.label_ma[1] == pytest.approx(0.5)
+    assert stored.acc == pytest.approx((1 / 2 + 1) / 2)
+    assert stored.prec == pytest.approx((1 / 2 + 1) / 2)
+
+
+def test_bootstrap_intervals_contain_point_and_are_seeded():
+    rng = np.random.default_rng(0)
+    labels = (rng.random((200, 6)) < 0.3).astype(np.uint8)
+    probs = np.clip(labels * 0.6 + rng.random((200, 6)) * 0.5, 0, 1)
+    m = pedestrian_metrics(labels, probs)
+    ci = bootstrap_ci(labels, probs, n_boot=300, seed=1)
+    for k in ("ma", "acc", "prec", "rec", "f1"):
+        lo, hi = ci[k]
+        assert lo <= getattr(m, k) <= hi
+    assert ci == bootstrap_ci(labels, probs, n_boot=300, seed=1)
+    res = paired_bootstrap(labels, probs, np.full_like(probs, 0.5), n_boot=200)
+    assert res["delta"] > 0 and res["p_value"] < 0.05
+
+
+def test_shape_mismatch_is_a_user_error():
+    with pytest.raises(ParbenchError):
+        pedestrian_metrics(np.zeros((2, 3), np.uint8), np.zeros((2, 2)))
+    with pytest.raises(ParbenchError):
+        pedestrian_metrics(np.zeros((2, 3), np.uint8), np.zeros((2, 3)), protocol="nope")
