@@ -47,7 +47,9 @@ class Finetune(nn.Module):
             ps = [p for p in block.parameters() if p.requires_grad]
             in_block.update(id(p) for p in ps)
             scale = self.options.layer_decay ** (depth - 1 - i)
-            groups.append({"name": f"block{i}", "params": ps, "lr": enc_lr * scale, "weight_decay": cfg.weight_decay})
+            groups.append(
+                {"name": f"block{i}", "params": ps, "lr": enc_lr * scale, "weight_decay": cfg.weight_decay}
+            )
         rest = [p for p in visual.parameters() if p.requires_grad and id(p) not in in_block]
         groups.append({"name": "embed", "params": rest, "lr": enc_lr * self.options.layer_decay**depth,
                        "weight_decay": cfg.weight_decay})  # fmt: skip
@@ -62,7 +64,13 @@ SPEC = MethodSpec(
     name="finetune",
     description="full fine-tuning of the CLIP image encoder + linear head (AdamW, lower encoder lr)",
     build=build,
-    recipe={"optimizer": "adamw", "lr": 1e-3, "weight_decay": 0.05, "epochs": 10, "warmup_epochs": 1,
-            "batch_size": 32},  # fmt: skip
+    recipe={
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 0.05,
+        "epochs": 10,
+        "warmup_epochs": 1,
+        "batch_size": 32,
+    },  # fmt: skip
     options=FinetuneOptions,
 )

@@ -6,8 +6,8 @@ import torch
 import torch.nn as nn
 
 from baselines.heads import AttributeHead, encode_image
-from parbench.methods import MethodSpec
 from parbench.engine.params import freeze
+from parbench.methods import MethodSpec
 
 
 class LinearProbe(nn.Module):

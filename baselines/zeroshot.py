@@ -19,7 +19,9 @@ from parbench.methods import MethodSpec
 
 @dataclass(frozen=True)
 class ZeroShotOptions:
-    templates: tuple[str, ...] = ("{}",)  # sentence ensemble: each template wraps each sentence, then averaged
+    templates: tuple[str, ...] = (
+        "{}",
+    )  # sentence ensemble: each template wraps each sentence, then averaged
 
 
 @torch.no_grad()

@@ -84,7 +84,9 @@ def load_weights_file(path: Path) -> tuple[dict, bool]:
     try:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, or it holds objects that weights_only refuses
-        raise ParbenchError(path, "a CLIP checkpoint (open_clip state dict or OpenAI JIT .pt)", str(e)) from None
+        raise ParbenchError(
+            path, "a CLIP checkpoint (open_clip state dict or OpenAI JIT .pt)", str(e)
+        ) from None
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict):
         raise ParbenchError(path, "a state dict", type(ckpt).__name__)
@@ -137,7 +139,9 @@ def create_backbone(
         import difflib
 
         close = difflib.get_close_matches(name, open_clip.list_models(), n=4)
-        raise ParbenchError(None, f"an open_clip model name (close: {', '.join(close) or 'none'})", f"'{name}'")
+        raise ParbenchError(
+            None, f"an open_clip model name (close: {', '.join(close) or 'none'})", f"'{name}'"
+        )
     pretrained = resolve_pretrained(name, pretrained)
     tags = open_clip.list_pretrained_tags_by_model(name)
     if meta:

@@ -44,7 +44,9 @@ def _version(value: bool) -> None:
 @app.callback()
 def main_callback(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
 ) -> None:
     STATE["debug"] = debug
 
@@ -55,23 +57,38 @@ def _json(obj) -> None:
 
 # ---------------------------------------------------------------------------------------------- datasets
 @datasets_app.command("list")
-def datasets_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+def datasets_list(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
     """List the registered datasets (one card each)."""
     from parbench.cards import list_cards, load_card
 
     cards = [load_card(n) for n in list_cards()]
     if as_json:
-        return _json([{"name": c.name, "attributes": c.num_attributes, "splits": c.splits, "reader": c.reader} for c in cards])
+        return _json(
+            [
+                {"name": c.name, "attributes": c.num_attributes, "splits": c.splits, "reader": c.reader}
+                for c in cards
+            ]
+        )
     t = Table("dataset", "attributes", "splits (card)", "reader", "description")
     for c in cards:
-        t.add_row(c.name, str(c.num_attributes), " ".join(f"{k}={v}" for k, v in c.splits.items() if v), c.reader, c.description)
+        t.add_row(
+            c.name,
+            str(c.num_attributes),
+            " ".join(f"{k}={v}" for k, v in c.splits.items() if v),
+            c.reader,
+            c.description,
+        )
     out.print(t)
 
 
 @datasets_app.command("info")
 def datasets_info(
     name: Annotated[str, typer.Argument(help="Dataset name (see `datasets list`).")],
-    root: Annotated[Path | None, typer.Option(help="Dataset folder; reads the files for sizes and ratios.")] = None,
+    root: Annotated[
+        Path | None, typer.Option(help="Dataset folder; reads the files for sizes and ratios.")
+    ] = None,
     partition: Annotated[int, typer.Option(help="Random partition (0-4 where the dataset has 5).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -89,7 +106,9 @@ def datasets_info(
         ds = load_dataset(card.name, root, partition)
         info["splits"] = {s: int(ds.partition(s).size) for s in ds.splits}
         train = card.train_split if card.train_split in ds.partitions else ds.splits[0]
-        info["positive_ratio"] = dict(zip(ds.attributes, ds.positive_ratio(train).round(4).tolist(), strict=True))
+        info["positive_ratio"] = dict(
+            zip(ds.attributes, ds.positive_ratio(train).round(4).tolist(), strict=True)
+        )
         info["ratio_split"] = train
     if as_json:
         return _json(info)
@@ -107,7 +126,9 @@ def datasets_info(
 @datasets_app.command("prepare")
 def datasets_prepare(
     name: Annotated[str, typer.Argument(help="Dataset name.")],
-    root: Annotated[Path | None, typer.Option(help="Folder holding the original files (or set it in the config).")] = None,
+    root: Annotated[
+        Path | None, typer.Option(help="Folder holding the original files (or set it in the config).")
+    ] = None,
     partition: Annotated[int, typer.Option(help="Random partition (0-4).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
@@ -115,7 +136,9 @@ def datasets_prepare(
     from parbench.data import prepare_dataset
 
     with err.status(f"preparing {name}") as status:
-        rep = prepare_dataset(name, root, partition, progress=lambda i, n: status.update(f"checking images {i}/{n}"))
+        rep = prepare_dataset(
+            name, root, partition, progress=lambda i, n: status.update(f"checking images {i}/{n}")
+        )
     if as_json:
         return _json(rep)
     out.print(f"{rep['dataset']}: {rep['images']} samples, splits {rep['splits']}")
@@ -131,7 +154,9 @@ def datasets_audit(
     name: Annotated[str, typer.Argument(help="Dataset name.")],
     root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
     partition: Annotated[int, typer.Option(help="Random partition.")] = 0,
-    hashes: Annotated[bool, typer.Option(help="Also hash every image to find exact duplicates across splits.")] = True,
+    hashes: Annotated[
+        bool, typer.Option(help="Also hash every image to find exact duplicates across splits.")
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Identity overlap between train and test, and exact-duplicate images across splits."""
@@ -166,11 +191,17 @@ def methods_list(
 @methods_app.command("info")
 def methods_info(
     method: Annotated[str, typer.Argument(help="Method name.")],
-    backbone: Annotated[str, typer.Option(help="open_clip model name, e.g. ViT-L-14 or parbench-tiny.")] = "ViT-L-14",
+    backbone: Annotated[
+        str, typer.Option(help="open_clip model name, e.g. ViT-L-14 or parbench-tiny.")
+    ] = "ViT-L-14",
     dataset: Annotated[str | None, typer.Option(help="Dataset whose attributes size the heads.")] = None,
-    num_attributes: Annotated[int | None, typer.Option(help="Number of attributes, instead of --dataset.")] = None,
+    num_attributes: Annotated[
+        int | None, typer.Option(help="Number of attributes, instead of --dataset.")
+    ] = None,
     variant: Annotated[str | None, typer.Option(help="PromptPAR variant: fixed or reference.")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Method option key=value (repeatable).")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Method option key=value (repeatable).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Total and trainable parameter counts, counted on torch's meta device (no memory, seconds)."""
@@ -206,14 +237,18 @@ def run_cmd(
     dataset: Annotated[str, typer.Option(help="Dataset name (synthetic needs no --root).")],
     method: Annotated[str, typer.Option(help="Method name (see `methods list`).")],
     root: Annotated[Path | None, typer.Option(help="Dataset folder (or set it once in the config).")] = None,
-    backbone: Annotated[str | None, typer.Option(help="open_clip model name (method default if omitted).")] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="open_clip model name (method default if omitted).")
+    ] = None,
     pretrained: Annotated[str | None, typer.Option(help="open_clip tag, checkpoint file, or 'none'.")] = None,
     seed: Annotated[int, typer.Option(help="Seed for data order, augmentation and init.")] = 0,
     epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
     partition: Annotated[int, typer.Option(help="Random partition (0-4).")] = 0,
     config: Annotated[Path | None, typer.Option(help="TOML file of settings.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Setting key=value (repeatable).")] = None,
-    select_on: Annotated[str | None, typer.Option(help="Selection split: val, carve, last or test (marked).")] = None,
+    select_on: Annotated[
+        str | None, typer.Option(help="Selection split: val, carve, last or test (marked).")
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for run folders.")] = Path("runs"),
     store: Annotated[Path | None, typer.Option(help="Results store to record the run in.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run from its last finished epoch.")] = False,
@@ -246,9 +281,13 @@ def run_cmd(
 def score(
     labels: Annotated[Path, typer.Option(help="N x K labels (.npy): 0, 1, 255 = unspecified.")],
     probs: Annotated[Path, typer.Option(help="N x K probabilities (.npy).")],
-    protocol: Annotated[str, typer.Option(help="promptpar (0.45, mean F1) or rethinking (0.5, harmonic F1).")] = "promptpar",
+    protocol: Annotated[
+        str, typer.Option(help="promptpar (0.45, mean F1) or rethinking (0.5, harmonic F1).")
+    ] = "promptpar",
     threshold: Annotated[float | None, typer.Option(help="Override the protocol's threshold.")] = None,
-    unspecified: Annotated[str, typer.Option(help="Label 255: negative (default), ignore, or stored.")] = "negative",
+    unspecified: Annotated[
+        str, typer.Option(help="Label 255: negative (default), ignore, or stored.")
+    ] = "negative",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% intervals (0 = off).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON object.")] = False,
 ) -> None:
@@ -294,13 +333,20 @@ def suite_cmd(
             raise ParbenchError("--shard", "k/n", shard) from None
         specs = take_shard(specs, k, n)
     todo = pending(suite, specs)
-    err.print(f"suite {suite.name}: {len(specs)} runs, {len(specs) - len(todo)} already done, {len(todo)} to run")
+    err.print(
+        f"suite {suite.name}: {len(specs)} runs, {len(specs) - len(todo)} already done, {len(todo)} to run"
+    )
     if dry_run:
         for s in todo:
             out.print(f"{s.dataset} {s.method} {s.backbone} seed={s.seed} key={s.key()}")
         return
-    run_suite(suite, specs, on_done=lambda r: err.print(
-        f"done {r['dataset']} {r['method']} seed {r['seed']}: mA {100 * r['metrics']['promptpar']['ma']:.2f}"))
+    run_suite(
+        suite,
+        specs,
+        on_done=lambda r: err.print(
+            f"done {r['dataset']} {r['method']} seed {r['seed']}: mA {100 * r['metrics']['promptpar']['ma']:.2f}"
+        ),
+    )
 
 
 @app.command("report")

@@ -24,7 +24,9 @@ def run_demo(out_dir: str | Path = "reports/demo", fresh: bool = False, log=prin
     out_dir = Path(out_dir)
     if fresh and out_dir.exists():
         shutil.rmtree(out_dir)
-    suite = load_suite(suites_dir() / "demo.toml", store=str(out_dir / "store.sqlite"), out=str(out_dir / "runs"))
+    suite = load_suite(
+        suites_dir() / "demo.toml", store=str(out_dir / "store.sqlite"), out=str(out_dir / "runs")
+    )
     t0 = time.perf_counter()
 
     def done(r: dict) -> None:
@@ -33,6 +35,8 @@ def run_demo(out_dir: str | Path = "reports/demo", fresh: bool = False, log=prin
             f"  ({r['wall_s']:.1f} s)")  # fmt: skip
 
     run_suite(suite, suite.specs, quiet=True, on_done=done)
-    path = render_report(out_dir / "store.sqlite", out_dir, title="parbench demo (synthetic data, tiny backbone)")
+    path = render_report(
+        out_dir / "store.sqlite", out_dir, title="parbench demo (synthetic data, tiny backbone)"
+    )
     log(f"demo finished in {time.perf_counter() - t0:.0f} s")
     return path

@@ -36,7 +36,9 @@ class _SizedCard:
         return [a.positive for a in self.attributes]
 
 
-def method_info(method: str, backbone: str, dataset: str | None, num_attributes: int | None, overrides: dict) -> dict:
+def method_info(
+    method: str, backbone: str, dataset: str | None, num_attributes: int | None, overrides: dict
+) -> dict:
     import torch
 
     from parbench.backbones import create_backbone
@@ -49,10 +51,14 @@ def method_info(method: str, backbone: str, dataset: str | None, num_attributes:
     if dataset:
         card = load_card(dataset)
     elif num_attributes:
-        card = _SizedCard(tuple(_Attr(f"attr{i}", f"attribute {i}", f"no attribute {i}") for i in range(num_attributes)))
+        card = _SizedCard(
+            tuple(_Attr(f"attr{i}", f"attribute {i}", f"no attribute {i}") for i in range(num_attributes))
+        )
     else:
         raise ParbenchError("methods info", "--dataset NAME or --num-attributes K", "neither")
-    _, options = resolve_config(spec, {**overrides, **({"fusion_init": "random"} if spec.name == "promptpar" else {})})
+    _, options = resolve_config(
+        spec, {**overrides, **({"fusion_init": "random"} if spec.name == "promptpar" else {})}
+    )
     bb = create_backbone(backbone, "none", meta=True)
     with torch.device("meta"):
         model = spec.build(bb, card, options)

@@ -39,7 +39,9 @@ class Protocol:
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "promptpar": Protocol("promptpar", 0.45, "mean_sample", "PromptPAR/VTB: tau=0.45, F1 = mean per-sample F1"),
+    "promptpar": Protocol(
+        "promptpar", 0.45, "mean_sample", "PromptPAR/VTB: tau=0.45, F1 = mean per-sample F1"
+    ),
     "rethinking": Protocol(
         "rethinking", 0.5, "harmonic", "Rethinking_of_PAR: tau=0.5, F1 = 2*Prec*Rec/(Prec+Rec) of the means"
     ),

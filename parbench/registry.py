@@ -92,4 +92,3 @@ for _name, _attr in [
     ("synthetic_json", "read_synthetic"),
 ]:
     readers.register(_name, lazy("parbench.data.readers", _attr))
-

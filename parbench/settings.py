@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from parbench.errors import ParbenchError
 

@@ -67,7 +67,9 @@ class Store:
             con.execute("ROLLBACK")
             raise
 
-    def add_run(self, record: dict, probs: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
+    def add_run(
+        self, record: dict, probs: np.ndarray | None = None, labels: np.ndarray | None = None
+    ) -> None:
         buf = None
         if probs is not None:
             b = io.BytesIO()
@@ -108,7 +110,9 @@ class Store:
 
     def records(self, include_smoke: bool = True) -> list[dict]:
         with self._connect() as con:
-            rows = con.execute("SELECT record, smoke FROM runs ORDER BY dataset, method, backbone, seed").fetchall()
+            rows = con.execute(
+                "SELECT record, smoke FROM runs ORDER BY dataset, method, backbone, seed"
+            ).fetchall()
         return [json.loads(rec) for rec, smoke in rows if include_smoke or not smoke]
 
     def keys(self) -> set[str]:

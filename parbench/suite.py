@@ -17,10 +17,11 @@ Finished runs (same key in the store) are skipped, so a crashed suite continues 
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from parbench.engine.run import RunSpec
 from parbench.errors import ParbenchError
@@ -64,7 +65,9 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
     backbones = doc.get("backbones", [None])
     pretrained = doc.get("pretrained")
     if isinstance(pretrained, list) and len(pretrained) != len(backbones):
-        raise ParbenchError(path, f"pretrained: one value or one per backbone ({len(backbones)})", str(len(pretrained)))
+        raise ParbenchError(
+            path, f"pretrained: one value or one per backbone ({len(backbones)})", str(len(pretrained))
+        )
     pre_list = pretrained if isinstance(pretrained, list) else [pretrained] * len(backbones)
     roots = doc.get("roots", {})
     name = doc.get("name", path.stem)
@@ -78,7 +81,9 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
                     specs.append(RunSpec(dataset=ds, method=method, backbone=bb, pretrained=pre, seed=int(seed),
                                          root=roots.get(ds), partition=int(doc.get("partition", 0)),
                                          overrides=overrides, out=run_out))  # fmt: skip
-    return Suite(name=name, specs=specs, store=store or doc.get("store", f"{run_out}/store.sqlite"), source=str(path))
+    return Suite(
+        name=name, specs=specs, store=store or doc.get("store", f"{run_out}/store.sqlite"), source=str(path)
+    )
 
 
 def shard(specs: list[RunSpec], k: int, n: int) -> list[RunSpec]:

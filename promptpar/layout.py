@@ -83,7 +83,8 @@ class Layout:
 def regions(grid: int, div_num: int, overlap_row: int) -> tuple[tuple[int, int], ...]:
     half = overlap_row // 2
     return tuple(
-        (max(0, k * grid // div_num - half), min(grid, (k + 1) * grid // div_num + half)) for k in range(div_num)
+        (max(0, k * grid // div_num - half), min(grid, (k + 1) * grid // div_num + half))
+        for k in range(div_num)
     )
 
 
@@ -102,10 +103,14 @@ def reference_regions(grid: int, div_num: int, overlap_row: int) -> tuple[tuple[
     return tuple((s, s + n) for s, n in zip(starts, rows, strict=True))
 
 
-def make_layout(grid: int, vis_prompt: int, use_div: bool, div_num: int, overlap_row: int, fixed: bool) -> Layout:
+def make_layout(
+    grid: int, vis_prompt: int, use_div: bool, div_num: int, overlap_row: int, fixed: bool
+) -> Layout:
     if not use_div:
         return Layout(grid, vis_prompt, 0, ())
     if vis_prompt % (div_num + 1):
-        raise ParbenchError("promptpar", f"vis_prompt divisible by div_num + 1 = {div_num + 1}", str(vis_prompt))
+        raise ParbenchError(
+            "promptpar", f"vis_prompt divisible by div_num + 1 = {div_num + 1}", str(vis_prompt)
+        )
     rows = regions(grid, div_num, overlap_row) if fixed else reference_regions(grid, div_num, overlap_row)
     return Layout(grid, vis_prompt, div_num, rows)

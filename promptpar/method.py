@@ -12,7 +12,11 @@ from promptpar.model import PromptPAR
 
 def texts_for(card, cfg: PromptParConfig) -> list[str]:
     """The reference tokenises its own strings (phrases for RAPv1, quirky WIDER sentences)."""
-    return card.reference_texts() if cfg.resolved().variant == "reference" else [a.positive for a in card.attributes]
+    return (
+        card.reference_texts()
+        if cfg.resolved().variant == "reference"
+        else [a.positive for a in card.attributes]
+    )
 
 
 def build(backbone, card, options: PromptParConfig | None = None) -> PromptPAR:
@@ -45,8 +49,20 @@ SPEC = MethodSpec(
     build=build,
     # The reference recipe: SGD momentum 0.9, fusion/heads lr 8e-3 (warm-up 5), prompts lr 4e-3 (warm-up 10),
     # weight decay 1e-4, cosine to 0.002 lr over 100 epochs, clip 10, batch 16, pad 10 + crop + flip, 0.5 x GL loss.
-    recipe={"optimizer": "sgd", "lr": 8e-3, "weight_decay": 1e-4, "momentum": 0.9, "epochs": 100, "warmup_epochs": 5,
-            "warmup_lr_init": 0.01, "min_lr": 0.002, "clip_grad": 10.0, "batch_size": 16, "pad": 10, "flip": True,
-            "aux_loss_weight": 0.5},  # fmt: skip
+    recipe={
+        "optimizer": "sgd",
+        "lr": 8e-3,
+        "weight_decay": 1e-4,
+        "momentum": 0.9,
+        "epochs": 100,
+        "warmup_epochs": 5,
+        "warmup_lr_init": 0.01,
+        "min_lr": 0.002,
+        "clip_grad": 10.0,
+        "batch_size": 16,
+        "pad": 10,
+        "flip": True,
+        "aux_loss_weight": 0.5,
+    },  # fmt: skip
     options=PromptParConfig,
 )

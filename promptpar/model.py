@@ -62,15 +62,18 @@ class PromptPAR(nn.Module):
         self.clip = backbone.model
         visual = self.clip.visual
         self.width = W = visual.conv1.out_channels
-        patch = visual.conv1.kernel_size[0]
         grid = visual.grid_size[0]
         depth = len(visual.transformer.resblocks)
         self.vis_depth = min(cfg.vis_depth, depth)
-        self.layout = make_layout(grid, cfg.vis_prompt, cfg.use_div, cfg.div_num, cfg.overlap_row, cfg.fix_geometry)
+        self.layout = make_layout(
+            grid, cfg.vis_prompt, cfg.use_div, cfg.div_num, cfg.overlap_row, cfg.fix_geometry
+        )
         if (cfg.use_div or cfg.use_vismask) and not cfg.use_GL and not cfg.fix_geometry:
             from parbench.errors import ParbenchError
 
-            raise ParbenchError("promptpar variant=reference", "use_div together with use_GL (coupled)", "one alone")
+            raise ParbenchError(
+                "promptpar variant=reference", "use_div together with use_GL (coupled)", "one alone"
+            )
         self.prompt_deep = nn.Parameter(prompt_init((cfg.vis_depth, cfg.vis_prompt, 1, W), W, 14))
         if cfg.use_div:
             self.part_class_embedding = nn.Parameter(W**-0.5 * torch.randn(cfg.div_num, W))
@@ -135,7 +138,9 @@ class PromptPAR(nn.Module):
             x = torch.cat([x[:, :1], parts, x[:, 1:]], dim=1)
         x = v.ln_pre(x)
         pos = torch.tensor(lay.prompt_positions(), device=x.device)
-        order = torch.tensor(lay.source_order() if cfg.use_div else self._plain_order(x.shape[1]), device=x.device)
+        order = torch.tensor(
+            lay.source_order() if cfg.use_div else self._plain_order(x.shape[1]), device=x.device
+        )
         is_prompt = torch.zeros(lay.length, dtype=torch.bool, device=x.device)
         is_prompt[pos] = True
         for layer, blk in enumerate(v.transformer.resblocks):
@@ -145,7 +150,9 @@ class PromptPAR(nn.Module):
                     src = torch.cat([x, prompts.expand(x.shape[0], -1, -1)], dim=1)
                     x = src[:, order]  # (B, L, W) in layout order
                 else:
-                    full = torch.zeros(lay.length, x.shape[-1], dtype=x.dtype, device=x.device).index_copy(0, pos, prompts)
+                    full = torch.zeros(lay.length, x.shape[-1], dtype=x.dtype, device=x.device).index_copy(
+                        0, pos, prompts
+                    )
                     x = torch.where(is_prompt[None, :, None], full, x)  # replace, VPT-deep
             x = block_forward(blk, x, self.vis_mask)
         if cfg.fix_ln_post:
@@ -184,7 +191,11 @@ class PromptPAR(nn.Module):
         return x[torch.arange(x.shape[0]), eot] @ c.text_projection  # (A, C)
 
     def text_features(self) -> torch.Tensor:
-        text_trains = self.prompt_text_deep.requires_grad and self.cfg.fix_text_prompts and self.prompt_text_deep.numel()
+        text_trains = (
+            self.prompt_text_deep.requires_grad
+            and self.cfg.fix_text_prompts
+            and self.prompt_text_deep.numel()
+        )
         text_trains = text_trains or any(p.requires_grad for p in self.clip.transformer.parameters())
         if self.training and text_trains:
             self._text_cache = None
@@ -202,7 +213,9 @@ class PromptPAR(nn.Module):
     def aggregate(self, all_class: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         c = F.normalize(all_class.float(), dim=-1)  # (B, 1+d, C)
         t = F.normalize(text.float(), dim=-1)  # (A, C)
-        sim = self.softmax_model(self.clip.logit_scale.exp() * c @ t.t())  # (B, 1+d, A), softmax over attributes
+        sim = self.softmax_model(
+            self.clip.logit_scale.exp() * c @ t.t()
+        )  # (B, 1+d, A), softmax over attributes
         glob, local = sim[:, 0], sim[:, 1:]
         mx, mn = local.max(dim=1).values, local.min(dim=1).values  # (B, A)
         gamma = (mx > self.cfg.ag_threshold).float()

@@ -17,7 +17,9 @@ def test_score_json_prints_only_json(tmp_path):
     probs = np.array([[0.9, 0.2], [0.3, 0.46]])
     np.save(tmp_path / "l.npy", labels)
     np.save(tmp_path / "p.npy", probs)
-    res = runner.invoke(app, ["score", "--labels", str(tmp_path / "l.npy"), "--probs", str(tmp_path / "p.npy"), "--json"])
+    res = runner.invoke(
+        app, ["score", "--labels", str(tmp_path / "l.npy"), "--probs", str(tmp_path / "p.npy"), "--json"]
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert set(out) >= {"ma", "acc", "prec", "rec", "f1", "protocol", "threshold"}
@@ -58,11 +60,16 @@ def test_methods_info_json():
     info = json.loads(res.stdout)
     assert (info["total_params"], info["trainable_params"]) == (437_858_948, 3_157_635)
     assert abs(info["trainable_pct"] - 0.7211) < 1e-3
-    res = runner.invoke(app, ["methods", "info", "linear-probe", "--backbone", "parbench-tiny", "--num-attributes", "7", "--json"])
+    res = runner.invoke(
+        app,
+        ["methods", "info", "linear-probe", "--backbone", "parbench-tiny", "--num-attributes", "7", "--json"],
+    )
     info = json.loads(res.stdout)
     assert info["trainable_params"] == 64 * 7 + 7
 
 
 def test_unknown_dataset_suggests():
-    proc = subprocess.run([sys.executable, "-m", "parbench", "datasets", "info", "pet"], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbench", "datasets", "info", "pet"], capture_output=True, text=True
+    )
     assert proc.returncode == 1 and "PETA" in proc.stderr

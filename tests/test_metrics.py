@@ -13,7 +13,11 @@ PROBS = np.array(
         [0.9, 0.1, 0.2],  # TP, TN, FN
         [0.1, 0.2, 0.3],  # no predicted positives (GT has positives)
         [0.1, 0.2, 0.3],  # neither GT nor prediction: scores 0, not skipped
-        [0.8, 0.45, 0.1],  # 0.45 == threshold -> negative; predicted positive on an empty-GT... not empty here
+        [
+            0.8,
+            0.45,
+            0.1,
+        ],  # 0.45 == threshold -> negative; predicted positive on an empty-GT... not empty here
     ]
 )
 

@@ -40,13 +40,18 @@ def test_layout_matches_reference_indices():
     assert [lay.part_index(k) for k in range(1, 5)] == [11, 22, 33, 44]
     assert lay.prompt_positions()[:10] == list(range(1, 11)) and lay.prompt_positions()[10:12] == [12, 13]
     assert lay.region_rows == ((0, 5), (3, 9), (7, 13), (11, 16))
-    assert [(r.start, r.stop - 1) for r in map(lay.region_tokens, range(1, 5))] == [(55, 134), (103, 198), (167, 262), (231, 310)]
+    assert [(r.start, r.stop - 1) for r in map(lay.region_tokens, range(1, 5))] == [
+        (55, 134),
+        (103, 198),
+        (167, 262),
+        (231, 310),
+    ]
     assert make_layout(16, 50, True, 4, 2, fixed=True).region_rows == lay.region_rows
 
 
 def test_mask_rows():
     m = make_layout(16, 50, True, 4, 2, fixed=False).mask()
-    seen = lambda r: set(torch.nonzero(m[r]).flatten().tolist())  # noqa: E731
+    seen = lambda r: set(torch.nonzero(m[r]).flatten().tolist())
     assert seen(11) == set(range(11, 22)) | set(range(55, 135))
     assert seen(21) == seen(11)
     assert seen(54) == set(range(44, 55)) | set(range(231, 311))
@@ -65,7 +70,9 @@ def test_geometry_for_other_grids_only_when_fixed():
 def _tiny(variant, **kw):
     torch.manual_seed(0)
     bb = create_backbone("parbench-tiny")
-    return build(bb, load_card("synthetic"), PromptParConfig(variant=variant, fusion_dim=32, fusion_heads=2, **kw))
+    return build(
+        bb, load_card("synthetic"), PromptParConfig(variant=variant, fusion_dim=32, fusion_heads=2, **kw)
+    )
 
 
 def _step(model):

@@ -50,7 +50,11 @@ def test_peta_zs_uses_published_indices(peta_root, tmp_path):
     originals.zs_pickle(root / "dataset_zs_run0.pkl", perm[:11241], perm[11241:15067], perm[15067:])
     ds = load_dataset("PETA-ZS", root)
     assert ds.num_attributes == 35
-    assert {s: ds.partition(s).size for s in ("train", "val", "test")} == {"train": 11241, "val": 3826, "test": 3933}
+    assert {s: ds.partition(s).size for s in ("train", "val", "test")} == {
+        "train": 11241,
+        "val": 3826,
+        "test": 3933,
+    }
     np.testing.assert_array_equal(ds.partition("test"), perm[15067:])
     np.testing.assert_array_equal(ds.labels, raw[:, cols("PETA")])
 
@@ -59,7 +63,12 @@ def test_pa100k(tmp_path):
     raw = originals.pa100k(tmp_path)
     ds = load_dataset("PA100k", tmp_path)
     assert ds.num_attributes == 26 and len(ds) == 100000
-    assert ds.attributes[:2] == ["Hat", "Glasses"] and ds.attributes[-4:] == ["Female", "Front", "Side", "Back"]
+    assert ds.attributes[:2] == ["Hat", "Glasses"] and ds.attributes[-4:] == [
+        "Female",
+        "Front",
+        "Side",
+        "Back",
+    ]
     np.testing.assert_array_equal(ds.labels, raw[:, cols("PA100k")])
     assert ds.partition("val")[0] == 80000 and ds.partition("test")[-1] == 99999
     assert ds.relpaths[0] == "data/000001.jpg"
@@ -92,7 +101,11 @@ def test_rapv2(rap2_root):
     expect = raw[:, cols("RAPv2")].astype(np.uint8)
     expect[expect == 2] = 255
     np.testing.assert_array_equal(ds.labels, expect)
-    assert {s: ds.partition(s).size for s in ("train", "val", "test")} == {"train": 50957, "val": 16986, "test": 16985}
+    assert {s: ds.partition(s).size for s in ("train", "val", "test")} == {
+        "train": 50957,
+        "val": 16986,
+        "test": 16985,
+    }
     assert ds.attributes[38:40] == ["Age46-60", "Femal"]
     assert ds.identities is not None and ds.extra_labels.shape[1] == 42 + 23
 
@@ -104,7 +117,7 @@ def test_rap_zs_53_attributes_and_disjoint_identities(rap2_root):
     ids = np.unique(ident[rows])
     rng = np.random.default_rng(0)
     pid = rng.permutation(ids)
-    grp = lambda g: rows[np.isin(ident[rows], g)]  # noqa: E731
+    grp = lambda g: rows[np.isin(ident[rows], g)]
     n = len(pid)
     originals.zs_pickle(root / "dataset_zs_run0.pkl", grp(pid[: n * 6 // 10]), grp(pid[n * 6 // 10 : n * 8 // 10]),
                         grp(pid[n * 8 // 10 :]))  # fmt: skip

@@ -12,4 +12,4 @@ from pathlib import Path
 from parbench.data.dataset import UNSPECIFIED, PARDataset
 from parbench.data.prepared import load_dataset, prepare_dataset, resolve_root
 
-__all__ = ["UNSPECIFIED", "PARDataset", "load_dataset", "prepare_dataset", "resolve_root", "Path"]
+__all__ = ["UNSPECIFIED", "PARDataset", "Path", "load_dataset", "prepare_dataset", "resolve_root"]

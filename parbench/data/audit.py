@@ -48,8 +48,12 @@ def duplicate_images(ds: PARDataset, progress=None) -> list[dict]:
 def audit(ds: PARDataset, hashes: bool = True, progress=None) -> dict:
     rep = {"dataset": ds.name, "has_identities": ds.identities is not None}
     if ds.identities is not None:
-        rep["identities_train_test"] = len(identity_overlap(ds, "train" if "train" in ds.partitions else "trainval", "test"))
-        rep["identities_trainval_test"] = len(identity_overlap(ds, "trainval", "test")) if "trainval" in ds.partitions else 0
+        rep["identities_train_test"] = len(
+            identity_overlap(ds, "train" if "train" in ds.partitions else "trainval", "test")
+        )
+        rep["identities_trainval_test"] = (
+            len(identity_overlap(ds, "trainval", "test")) if "trainval" in ds.partitions else 0
+        )
     if hashes:
         dups = duplicate_images(ds, progress)
         rep["duplicate_groups_across_splits"] = len(dups)

@@ -39,7 +39,9 @@ class PARDataset:
             )
         for split, idx in self.partitions.items():
             if idx.size and (idx.min() < 0 or idx.max() >= n):
-                raise ParbenchError(self.name, f"split '{split}' indices in [0, {n})", f"{idx.min()}..{idx.max()}")
+                raise ParbenchError(
+                    self.name, f"split '{split}' indices in [0, {n})", f"{idx.min()}..{idx.max()}"
+                )
 
     def __len__(self) -> int:
         return len(self.relpaths)
@@ -59,9 +61,7 @@ class PARDataset:
 
     def partition(self, split: str) -> np.ndarray:
         if split not in self.partitions:
-            raise ParbenchError(
-                self.name, f"a split among {', '.join(self.partitions)}", f"'{split}'"
-            )
+            raise ParbenchError(self.name, f"a split among {', '.join(self.partitions)}", f"'{split}'")
         return self.partitions[split]
 
     def positive_ratio(self, split: str) -> np.ndarray:

@@ -146,9 +146,7 @@ def prepare_dataset(name: str, root: str | Path | None = None, partition: int = 
         if progress is not None and i % 1000 == 0:
             progress(i, len(unique))
     sizes = {s: int(ds.partition(s).size) for s in ds.splits}
-    mismatches = {
-        s: (want, sizes.get(s)) for s, want in card.splits.items() if want and sizes.get(s) != want
-    }
+    mismatches = {s: (want, sizes.get(s)) for s, want in card.splits.items() if want and sizes.get(s) != want}
     base = _prepared_path(card, root_path, partition)
     save_prepared(ds, base)
     return {

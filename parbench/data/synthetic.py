@@ -99,7 +99,9 @@ def _draw(a: dict[str, int], style: dict, rng: np.random.Generator, w: int, h: i
     if a["backpack"]:  # a pack sticking out behind the torso
         d.rectangle([cx + shoulder - 2 * s, neck_y + 6 * s, cx + shoulder + 9 * s, neck_y + 36 * s],
                     fill=style["bag"], outline=(0, 0, 0))  # fmt: skip
-        d.line([cx - shoulder + 3 * s, neck_y + 2 * s, cx + shoulder, neck_y + 8 * s], fill=style["bag"], width=3)
+        d.line(
+            [cx - shoulder + 3 * s, neck_y + 2 * s, cx + shoulder, neck_y + 8 * s], fill=style["bag"], width=3
+        )
     # torso and arms
     d.polygon([(cx - shoulder + stoop, neck_y + 2 * s), (cx + shoulder + stoop, neck_y + 2 * s),
                (cx + hip, waist_y), (cx - hip, waist_y)], fill=upper)  # fmt: skip
@@ -107,9 +109,13 @@ def _draw(a: dict[str, int], style: dict, rng: np.random.Generator, w: int, h: i
     for side in (-1, 1):
         sx = cx + side * shoulder + stoop
         ex, ey = sx + side * 5 * s + swing * side, neck_y + 48 * s
-        d.line([sx, neck_y + 4 * s, ex, ey], fill=upper if a["long_sleeves"] else skin, width=max(2, int(6 * s)))
+        d.line(
+            [sx, neck_y + 4 * s, ex, ey], fill=upper if a["long_sleeves"] else skin, width=max(2, int(6 * s))
+        )
         if not a["long_sleeves"]:
-            d.line([sx, neck_y + 4 * s, sx + side * 2 * s, neck_y + 16 * s], fill=upper, width=max(2, int(7 * s)))
+            d.line(
+                [sx, neck_y + 4 * s, sx + side * 2 * s, neck_y + 16 * s], fill=upper, width=max(2, int(7 * s))
+            )
         if side == 1 and a["handbag"]:
             d.line([ex, ey, ex, ey + 8 * s], fill=(20, 20, 20), width=1)
             d.rectangle([ex - 6 * s, ey + 8 * s, ex + 6 * s, ey + 20 * s], fill=style["handbag"])
@@ -215,7 +221,9 @@ def generate(root: Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
 def read_synthetic(card: Card, root: Path, partition: int = 0) -> PARDataset:
     path = root / card.source_files[0]
     if not path.is_file():
-        raise ParbenchError(path, "a synthetic annotation.json (run `parbench datasets prepare`)", "no such file")
+        raise ParbenchError(
+            path, "a synthetic annotation.json (run `parbench datasets prepare`)", "no such file"
+        )
     doc = json.loads(path.read_text())
     if doc.get("format") != "parbench-synthetic":
         raise ParbenchError(path, "format 'parbench-synthetic'", repr(doc.get("format")))

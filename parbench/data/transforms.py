@@ -7,7 +7,9 @@ from parbench.backbones import Preprocess
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # PromptPAR's normalisation
 
 
-def build_transform(pre: Preprocess, train: bool, pad: int = 10, flip: bool = True, normalization: str = "backbone"):
+def build_transform(
+    pre: Preprocess, train: bool, pad: int = 10, flip: bool = True, normalization: str = "backbone"
+):
     """Train: resize, pad + random crop, flip (the PAR references' recipe); eval: resize only.
 
     `normalization`: "backbone" uses the weights' own mean/std; "half" uses mean = std = 0.5 (PromptPAR).

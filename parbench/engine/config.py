@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import ast
 import difflib
-import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from parbench.errors import ParbenchError
 

@@ -32,7 +32,9 @@ class FeatureHead(nn.Module):
 
 
 def feature_key(key: dict, idx: np.ndarray) -> str:
-    blob = json.dumps(key, sort_keys=True, default=str) + hashlib.sha256(np.asarray(idx).tobytes()).hexdigest()
+    blob = (
+        json.dumps(key, sort_keys=True, default=str) + hashlib.sha256(np.asarray(idx).tobytes()).hexdigest()
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 

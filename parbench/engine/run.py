@@ -73,7 +73,9 @@ def resolve_config(method: MethodSpec, overrides: dict[str, Any]) -> tuple[Train
     return cfg, options
 
 
-def choose_splits(card: Card, ds: PARDataset, cfg: TrainConfig, seed: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+def choose_splits(
+    card: Card, ds: PARDataset, cfg: TrainConfig, seed: int
+) -> tuple[np.ndarray, np.ndarray | None, str]:
     """(train indices, selection indices or None, what selected). Never the test split unless asked."""
     train_split = card.train_split if cfg.train_split == "auto" else cfg.train_split
     select = card.select_split if cfg.select_on == "auto" else cfg.select_on
@@ -88,7 +90,9 @@ def choose_splits(card: Card, ds: PARDataset, cfg: TrainConfig, seed: int) -> tu
     if select == "val" and "val" not in ds.partitions:
         raise ParbenchError(card.name, "a val split (or --set select_on=carve|last)", f"splits {ds.splits}")
     if select == "val" and train_split == "trainval":
-        raise ParbenchError(card.name, "a train split disjoint from val", "train_split=trainval with select_on=val")
+        raise ParbenchError(
+            card.name, "a train split disjoint from val", "train_split=trainval with select_on=val"
+        )
     return train, ds.partition(select), select
 
 
@@ -244,7 +248,7 @@ def run(spec: RunSpec) -> dict:
         "wall_s": time.perf_counter() - t_start,
         "smoke": cfg.smoke,
         "unspecified": cfg.unspecified,
-        "n_test": int(len(test_idx)),
+        "n_test": len(test_idx),
         "device": str(device),
         "config": resolved,
         "preprocess": asdict(pre),

@@ -5,7 +5,9 @@ from __future__ import annotations
 import math
 
 
-def lr_at(epoch: int, base: float, total: int, warmup: int = 0, warmup_init: float = 0.01, floor: float = 0.002) -> float:
+def lr_at(
+    epoch: int, base: float, total: int, warmup: int = 0, warmup_init: float = 0.01, floor: float = 0.002
+) -> float:
     """LR for `epoch` (1-based, stepped at the start of each epoch like the reference).
 
     Warm-up: warmup_init*base + epoch*(base - warmup_init*base)/warmup while epoch < warmup; then cosine over

@@ -80,7 +80,9 @@ def _loss(out: dict, labels: torch.Tensor, pos_ratio: torch.Tensor, cfg: TrainCo
     return loss
 
 
-def train_epoch(model, loader, opt, pos_ratio, cfg: TrainConfig, device, tick: Callable | None = None) -> dict:
+def train_epoch(
+    model, loader, opt, pos_ratio, cfg: TrainConfig, device, tick: Callable | None = None
+) -> dict:
     model.train()
     total, n_img, steps, t0 = 0.0, 0, 0, time.perf_counter()
     groups = [[p for p in g["params"] if p.requires_grad] for g in opt.param_groups]
@@ -103,11 +105,18 @@ def train_epoch(model, loader, opt, pos_ratio, cfg: TrainConfig, device, tick: C
         if cfg.max_steps and steps >= cfg.max_steps:
             break
     dt = time.perf_counter() - t0
-    return {"loss": total / max(n_img, 1), "images": n_img, "images_per_s": n_img / max(dt, 1e-9), "seconds": dt}
+    return {
+        "loss": total / max(n_img, 1),
+        "images": n_img,
+        "images_per_s": n_img / max(dt, 1e-9),
+        "seconds": dt,
+    }
 
 
 @torch.no_grad()
-def predict(model, loader, device, cfg: TrainConfig, tick: Callable | None = None) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model, loader, device, cfg: TrainConfig, tick: Callable | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid probabilities and labels, in loader order."""
     model.eval()
     probs, labels = [], []
@@ -147,7 +156,9 @@ def _set_rng_state(s: dict) -> None:
 
 def _trainable(model) -> dict:
     names = {n for n, p in model.named_parameters() if p.requires_grad}
-    buffers = {n for n, _ in model.named_buffers() if n.rsplit(".", 1)[0] in {m.rsplit(".", 1)[0] for m in names}}
+    buffers = {
+        n for n, _ in model.named_buffers() if n.rsplit(".", 1)[0] in {m.rsplit(".", 1)[0] for m in names}
+    }
     return {n: t.detach().clone() for n, t in model.state_dict().items() if n in names or n in buffers}
 
 
@@ -191,8 +202,12 @@ def fit(
         lrs = set_epoch_lr(opt, epoch, cfg)
         loader = epoch_loader(train_set, cfg.batch_size, seed, epoch, cfg.num_workers)
         n_steps = len(loader) if not cfg.max_steps else min(len(loader), cfg.max_steps)
-        task = progress.add_task(f"epoch {epoch}/{cfg.epochs}", total=n_steps * cfg.batch_size) if progress else None
-        tick = (lambda n: progress.advance(task, n)) if progress else None
+        task = (
+            progress.add_task(f"epoch {epoch}/{cfg.epochs}", total=n_steps * cfg.batch_size)
+            if progress
+            else None
+        )
+        tick = (lambda n, t=task: progress.advance(t, n)) if progress else None
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         stats = train_epoch(model, loader, opt, pos, cfg, device, tick)

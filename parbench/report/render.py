@@ -40,7 +40,9 @@ def aggregate(records: list[dict], protocol: str) -> dict[str, list[dict]]:
             row[k], row[k + "_std"] = _mean_std([r["metrics"][protocol][k] for r in runs])
             ci = [r.get("intervals", {}).get(protocol, {}).get(k) for r in runs]
             ci = [c for c in ci if c]
-            row[k + "_ci"] = (float(np.mean([c[0] for c in ci])), float(np.mean([c[1] for c in ci]))) if ci else None
+            row[k + "_ci"] = (
+                (float(np.mean([c[0] for c in ci])), float(np.mean([c[1] for c in ci]))) if ci else None
+            )
         first = runs[0]
         row.update(total_params=first["total_params"], trainable_params=first["trainable_params"],
                    trainable_pct=first["trainable_pct"], fit_s=float(np.mean([r["fit_s"] for r in runs])),
@@ -74,14 +76,21 @@ def heatmap_svg(rows: list[dict]) -> str:
     if not rows:
         return ""
     attrs, groups = rows[0]["attributes"], rows[0]["groups"]
-    order = sorted(range(len(attrs)), key=lambda i: list(dict.fromkeys(groups.values())).index(groups.get(attrs[i], "")) if groups else i)
+    order = sorted(
+        range(len(attrs)),
+        key=lambda i: list(dict.fromkeys(groups.values())).index(groups.get(attrs[i], "")) if groups else i,
+    )
     cw, ch, left, top = 16, 18, 150, 120
     w, h = left + cw * len(attrs) + 10, top + ch * len(rows) + 10
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="per-attribute mA">']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" role="img" aria-label="per-attribute mA">'
+    ]
     for j, i in enumerate(order):
         x = left + j * cw + cw / 2
         label = html.escape(f"{attrs[i]} ({groups.get(attrs[i], '')})")
-        parts.append(f'<text x="{x}" y="{top - 4}" font-size="9" transform="rotate(-60 {x} {top - 4})">{label}</text>')
+        parts.append(
+            f'<text x="{x}" y="{top - 4}" font-size="9" transform="rotate(-60 {x} {top - 4})">{label}</text>'
+        )
     for r_i, row in enumerate(rows):
         y = top + r_i * ch
         parts.append(f'<text x="{left - 4}" y="{y + 13}" font-size="10" text-anchor="end">'
@@ -95,24 +104,28 @@ def heatmap_svg(rows: list[dict]) -> str:
 
 
 def scatter_svg(rows: list[dict]) -> str:
-    pts = [(max(r["trainable_params"], 1), r["ma"], f'{r["method"]} / {r["backbone"]}') for r in rows]
+    pts = [(max(r["trainable_params"], 1), r["ma"], f"{r['method']} / {r['backbone']}") for r in rows]
     if not pts:
         return ""
     W, H, pad = 420, 260, 45
     xs = [math.log10(p[0]) for p in pts]
     x0, x1 = min(xs) - 0.5, max(xs) + 0.5
     y0, y1 = min(0.5, min(p[1] for p in pts)), 1.0
-    sx = lambda v: pad + (math.log10(v) - x0) / (x1 - x0) * (W - 2 * pad)  # noqa: E731
-    sy = lambda v: H - pad - (v - y0) / (y1 - y0 + 1e-9) * (H - 2 * pad)  # noqa: E731
+    sx = lambda v: pad + (math.log10(v) - x0) / (x1 - x0) * (W - 2 * pad)
+    sy = lambda v: H - pad - (v - y0) / (y1 - y0 + 1e-9) * (H - 2 * pad)
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" role="img" aria-label="mA vs trainable">',
              f'<line x1="{pad}" y1="{H - pad}" x2="{W - pad}" y2="{H - pad}" stroke="#444"/>',
              f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{H - pad}" stroke="#444"/>',
              f'<text x="{W / 2}" y="{H - 8}" font-size="11" text-anchor="middle">trainable parameters (log10)</text>',
              f'<text x="12" y="{H / 2}" font-size="11" transform="rotate(-90 12 {H / 2})">mA (%)</text>']  # fmt: skip
     for e in range(math.ceil(x0), math.floor(x1) + 1):
-        parts.append(f'<text x="{sx(10**e)}" y="{H - pad + 14}" font-size="9" text-anchor="middle">1e{e}</text>')
+        parts.append(
+            f'<text x="{sx(10**e)}" y="{H - pad + 14}" font-size="9" text-anchor="middle">1e{e}</text>'
+        )
     for v in np.linspace(y0, y1, 5):
-        parts.append(f'<text x="{pad - 4}" y="{sy(v) + 3}" font-size="9" text-anchor="end">{100 * v:.0f}</text>')
+        parts.append(
+            f'<text x="{pad - 4}" y="{sy(v) + 3}" font-size="9" text-anchor="end">{100 * v:.0f}</text>'
+        )
     for n, ma, label in pts:
         parts.append(f'<circle cx="{sx(n):.1f}" cy="{sy(ma):.1f}" r="5" fill="#2a6fb0"><title>{html.escape(label)}: '
                      f'{100 * ma:.2f} mA, {n:,} trainable</title></circle>'
@@ -158,11 +171,17 @@ def render_report(store_path: str | Path, out_dir: str | Path, protocol: str = "
                   include_smoke: bool = False, title: str = "parbench report") -> Path:  # fmt: skip
     store_path = Path(store_path)
     if not store_path.is_file():
-        raise ParbenchError(store_path, "a results store (run `parbench run ... --store FILE` first)", "no such file")
+        raise ParbenchError(
+            store_path, "a results store (run `parbench run ... --store FILE` first)", "no such file"
+        )
     store = Store(store_path)
     records = store.records(include_smoke=include_smoke)
     if not records:
-        raise ParbenchError(store_path, "at least one finished run", "none" + ("" if include_smoke else " (smoke runs left out)"))
+        raise ParbenchError(
+            store_path,
+            "at least one finished run",
+            "none" + ("" if include_smoke else " (smoke runs left out)"),
+        )
     agg = aggregate(records, protocol)
     datasets = []
     for ds, rows in agg.items():
@@ -170,7 +189,9 @@ def render_report(store_path: str | Path, out_dir: str | Path, protocol: str = "
                          "scatter": scatter_svg(rows), "paired": paired_tests(store, rows, protocol)})  # fmt: skip
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
+    env = Environment(
+        loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape()
+    )
     env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.2f}"
     proto = PROTOCOLS[protocol]
     page = env.get_template("report.html.j2").render(
@@ -194,7 +215,10 @@ def _write(path: Path, text: str) -> None:
 
 
 def markdown(agg: dict[str, list[dict]], protocol: str) -> str:
-    lines = [f"Protocol: {protocol} (threshold {PROTOCOLS[protocol].threshold}). Values in %, mean ± std over seeds.", ""]
+    lines = [
+        f"Protocol: {protocol} (threshold {PROTOCOLS[protocol].threshold}). Values in %, mean ± std over seeds.",
+        "",
+    ]
     for ds, rows in agg.items():
         lines += [f"### {ds}", "", "| method | backbone | seeds | mA | Acc | Prec | Rec | F1 | trainable | total |",
                   "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
@@ -204,14 +228,18 @@ def markdown(agg: dict[str, list[dict]], protocol: str) -> str:
                          f"{r['trainable_params']:,} ({r['trainable_pct']:.2f}%) | {r['total_params']:,} |")  # fmt: skip
         for p in published_rows(ds):
             vals = " | ".join("–" if p[k] is None else f"{p[k]:.2f}" for k in HEADLINE)
-            lines.append(f"| {p['method']} (published, {p['protocol']}) | {p['backbone']} | – | {vals} | – | – |")
+            lines.append(
+                f"| {p['method']} (published, {p['protocol']}) | {p['backbone']} | – | {vals} | – | – |"
+            )
         lines.append("")
     return "\n".join(lines)
 
 
 def to_csv(agg: dict[str, list[dict]]) -> str:
     buf = io.StringIO()
-    cols = ["dataset", "method", "backbone", "pretrained", "n_seeds"] + [c for k in HEADLINE for c in (k, k + "_std")]
+    cols = ["dataset", "method", "backbone", "pretrained", "n_seeds"] + [
+        c for k in HEADLINE for c in (k, k + "_std")
+    ]
     cols += ["total_params", "trainable_params", "trainable_pct", "fit_s", "images_per_s", "peak_mem_mb"]
     w = csv.writer(buf)
     w.writerow(cols)

@@ -203,7 +203,7 @@ def read_rapv2(card: Card, root: Path, partition: int = 0) -> PARDataset:
     path = root / card.source_files[0]
     mat = loadmat(path)
     rap = dig(mat, path, "variable 'RAP_annotation'", "RAP_annotation")
-    field = lambda name: dig(rap, path, f"field '{name}'", name, 0, 0)  # noqa: E731
+    field = lambda name: dig(rap, path, f"field '{name}'", name, 0, 0)
     data = np.asarray(field("data"))
     n = data.shape[0]
     image_cell = field("name")
@@ -213,7 +213,9 @@ def read_rapv2(card: Card, root: Path, partition: int = 0) -> PARDataset:
     selected = np.asarray(field("selected_attribute")).reshape(-1).astype(np.int64) - 1
     order = card.reader_options["group_order"]
     if max(order) >= selected.size:
-        raise ParbenchError(path, f"selected_attribute with at least {max(order) + 1} entries", str(selected.size))
+        raise ParbenchError(
+            path, f"selected_attribute with at least {max(order) + 1} entries", str(selected.size)
+        )
     cols = selected[order].tolist()
     # Only evaluated, colour and extra columns are binary (viewpoint and boxes are not): check those.
     full_selected = selected.tolist()

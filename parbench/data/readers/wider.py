@@ -38,7 +38,9 @@ def _read_json(path: Path, k: int) -> tuple[list[str], list[list[float]], list[l
         for j, t in enumerate(targets):
             attr, bbox = t.get("attribute"), t.get("bbox")
             if not isinstance(attr, list) or len(attr) != k or any(a not in CODES for a in attr):
-                raise ParbenchError(path, f"images[{i}].targets[{j}].attribute: {k} values in 1/-1/0", repr(attr))
+                raise ParbenchError(
+                    path, f"images[{i}].targets[{j}].attribute: {k} values in 1/-1/0", repr(attr)
+                )
             if not isinstance(bbox, list) or len(bbox) != 4:
                 raise ParbenchError(path, f"images[{i}].targets[{j}].bbox [x, y, w, h]", repr(bbox))
             files.append(name)
