@@ -37,7 +37,7 @@ def setup():
 
 
 def test_reencode_each_epoch(benchmark, setup):
-    model, ds, idx, tf, cfg, pos = setup
+    model, ds, idx, tf, cfg, _pos = setup
 
     def train():
         opt = torch.optim.AdamW(model.head.parameters(), lr=cfg.lr)
