@@ -50,8 +50,10 @@ def measure(variant: str, steps: int = 10, warmup: int = 3, batch: int = 16) -> 
     torch.cuda.synchronize()
     eval_ips = steps * batch / (time.perf_counter() - t0)
     eval_mem = torch.cuda.max_memory_allocated() / 2**30
-    print(f"{torch.cuda.get_device_name(0)} promptpar/{variant} ViT-L-14 bf16 batch {batch}: "
-          f"train {train_ips:.1f} img/s (peak {train_mem:.2f} GiB), eval {eval_ips:.1f} img/s (peak {eval_mem:.2f} GiB)")
+    print(
+        f"{torch.cuda.get_device_name(0)} promptpar/{variant} ViT-L-14 bf16 batch {batch}: "
+        f"train {train_ips:.1f} img/s (peak {train_mem:.2f} GiB), eval {eval_ips:.1f} img/s (peak {eval_mem:.2f} GiB)"
+    )
 
 
 if __name__ == "__main__":
