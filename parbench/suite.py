@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
+from parbench.engine.config import load_config_file
 from parbench.engine.run import RunSpec
 from parbench.errors import ParbenchError
 
@@ -48,12 +47,7 @@ def _expand(values: list[str], groups: dict[str, list[str]]) -> list[str]:
 
 def load_suite(path: str | Path, store: str | None = None, out: str | None = None) -> Suite:
     path = Path(path)
-    if not path.is_file():
-        raise ParbenchError(path, "a suite TOML file", "no such file")
-    try:
-        doc = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise ParbenchError(path, "valid TOML", str(e)) from None
+    doc = load_config_file(path)
     unknown = sorted(set(doc) - _KEYS)
     if unknown:
         raise ParbenchError(path, f"suite keys among {', '.join(sorted(_KEYS))}", f"unknown {unknown}")

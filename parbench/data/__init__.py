@@ -7,8 +7,6 @@ needs no pickle and opens in well under a second for 100,000 images.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from parbench.data.dataset import UNSPECIFIED, PARDataset
 from parbench.data.prepared import load_dataset, prepare_dataset, resolve_root
 

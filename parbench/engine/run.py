@@ -13,7 +13,7 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -273,7 +273,3 @@ class _Null:
 
     def __exit__(self, *a):
         return False
-
-
-def replace_spec(spec: RunSpec, **kw) -> RunSpec:
-    return replace(spec, **kw)
