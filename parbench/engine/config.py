@@ -53,10 +53,18 @@ class TrainConfig:
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
     kind = type(default)
     if isinstance(value, str) and kind is not str:
-        try:
-            value = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            raise ParbenchError(source, f"{name} as {kind.__name__}", repr(value)) from None
+        words = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+        if value.strip().lower() in words:
+            value = words[value.strip().lower()]
+        else:
+            try:
+                value = ast.literal_eval(value)
+            except (ValueError, SyntaxError):
+                raise ParbenchError(source, f"{name} as {kind.__name__}", repr(value)) from None
+    if default is None:  # an optional setting (e.g. a fix that follows the variant): any plain value or None
+        if value is not None and not isinstance(value, bool | int | float | str):
+            raise ParbenchError(source, f"{name} as true/false or a number", repr(value))
+        return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is bool and not isinstance(value, bool):
