@@ -19,3 +19,12 @@ def freeze(module: nn.Module, trainable: bool = False) -> nn.Module:
     for p in module.parameters():
         p.requires_grad_(trainable)
     return module
+
+
+def trainable_state(model: nn.Module) -> dict:
+    """What a run saves: every trainable parameter plus the buffers (BatchNorm statistics) of the modules
+    that own one, so a restored model predicts exactly as the trained one did."""
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    owners = {n.rsplit(".", 1)[0] if "." in n else "" for n in names}
+    buffers = {n for n, _ in model.named_buffers() if (n.rsplit(".", 1)[0] if "." in n else "") in owners}
+    return {n: t.detach().cpu().clone() for n, t in model.state_dict().items() if n in names or n in buffers}

@@ -29,7 +29,7 @@ from parbench.data.torchdata import ImageSplit
 from parbench.data.transforms import build_transform, describe
 from parbench.engine.config import TrainConfig, apply_overrides, config_dict, to_toml
 from parbench.engine.features import cached_features
-from parbench.engine.params import count_params
+from parbench.engine.params import count_params, trainable_state
 from parbench.engine.train import epoch_loader, fit, pick_device, predict, save_atomic, seed_everything
 from parbench.errors import ParbenchError
 from parbench.methods import MethodSpec, get_method
@@ -141,8 +141,9 @@ def run(spec: RunSpec) -> dict:
     backbone = create_backbone(backbone_name, spec.pretrained, device="cpu")
     model = method.build(backbone, card, options)
     total, trainable = count_params(model)
-    if cfg.grad_checkpointing and hasattr(backbone.model, "set_grad_checkpointing"):
-        backbone.model.set_grad_checkpointing(True)
+    if cfg.grad_checkpointing:  # the method's own tower loop first (PromptPAR), else open_clip's
+        target = model if hasattr(model, "set_grad_checkpointing") else backbone.model
+        target.set_grad_checkpointing(True)
 
     train_idx, select_idx, selected_on = choose_splits(card, ds, cfg, spec.seed)
     test_idx = ds.partition(card.test_split)
@@ -201,9 +202,7 @@ def run(spec: RunSpec) -> dict:
     fit_s = time.perf_counter() - t_fit
 
     np.savez(run_dir / "predictions.npz", probs=probs.astype(np.float32), labels=labels, index=test_idx)
-    state = {n: t.detach().cpu() for n, t in model.state_dict().items()
-             if n in {k for k, p in model.named_parameters() if p.requires_grad}}  # fmt: skip
-    save_atomic({"trainable": state, "config": resolved, "attributes": card.attribute_names,
+    save_atomic({"trainable": trainable_state(model), "config": resolved, "attributes": card.attribute_names,
                  "method": method.name, "backbone": backbone.describe()}, run_dir / "trainable.pt")  # fmt: skip
     (run_dir / "last.pt").unlink(missing_ok=True)
 

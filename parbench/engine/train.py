@@ -22,6 +22,7 @@ import torch
 
 from parbench.engine.config import TrainConfig
 from parbench.engine.loss import weighted_bce
+from parbench.engine.params import trainable_state
 from parbench.engine.schedule import lr_at
 from parbench.metrics import pedestrian_metrics
 
@@ -154,14 +155,6 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def _trainable(model) -> dict:
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    buffers = {
-        n for n, _ in model.named_buffers() if n.rsplit(".", 1)[0] in {m.rsplit(".", 1)[0] for m in names}
-    }
-    return {n: t.detach().clone() for n, t in model.state_dict().items() if n in names or n in buffers}
-
-
 def save_atomic(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     torch.save(obj, tmp)
@@ -222,10 +215,10 @@ def fit(
             m = pedestrian_metrics(labels, probs, "promptpar", unspecified=cfg.unspecified)
             row["select"] = {"split": select_on, **m.headline()}
             if m.ma > hist.best_score:  # strict: ties keep the earlier epoch
-                hist.best_score, hist.best_epoch, best_state = m.ma, epoch, _trainable(model)
+                hist.best_score, hist.best_epoch, best_state = m.ma, epoch, trainable_state(model)
         hist.epochs.append(row)
         if run_dir:  # checkpoint first, then the log line: a logged epoch is always a resumable one
-            ck = {"epoch": epoch, "trainable": _trainable(model), "optimizer": opt.state_dict(),
+            ck = {"epoch": epoch, "trainable": trainable_state(model), "optimizer": opt.state_dict(),
                   "history": hist.__dict__, "best_state": best_state, "rng": _rng_state()}  # fmt: skip
             save_atomic(ck, ckpt_path)
             with open(run_dir / "log.jsonl", "a") as f:
