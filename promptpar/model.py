@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 from promptpar.config import PromptParConfig
 from promptpar.fusion import FusionModel
@@ -90,6 +91,7 @@ class PromptPAR(nn.Module):
         self.register_buffer("tokens", backbone.tokenizer(texts) if backbone.tokenizer else torch.zeros(A, 77, dtype=torch.long), persistent=False)  # fmt: skip
         self.register_buffer("vis_mask", self.layout.mask() if cfg.use_div and cfg.use_vismask else None, persistent=False)  # fmt: skip
         self._text_cache: torch.Tensor | None = None
+        self.grad_checkpointing = False
         self.normalization = "backbone" if cfg.fix_normalization else "half"
         self.set_trainable()
 
@@ -114,6 +116,11 @@ class PromptPAR(nn.Module):
                 p.requires_grad_(train)
             else:
                 p.requires_grad_(name.split(".")[0] in self.PROMPT_SIDE)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute the image tower's block activations in backward instead of storing them: the tower is
+        frozen but prompts enter every layer, so its activations are otherwise all kept for the backward."""
+        self.grad_checkpointing = enable
 
     def param_groups(self, cfg) -> list[dict]:
         prompt = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("fusion.")]
@@ -154,7 +161,10 @@ class PromptPAR(nn.Module):
                         0, pos, prompts
                     )
                     x = torch.where(is_prompt[None, :, None], full, x)  # replace, VPT-deep
-            x = block_forward(blk, x, self.vis_mask)
+            if self.grad_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(block_forward, blk, x, self.vis_mask, use_reentrant=False)
+            else:
+                x = block_forward(blk, x, self.vis_mask)
         if cfg.fix_ln_post:
             x = v.ln_post(x)
         x = x @ v.proj  # (B, L, C)
@@ -204,6 +214,10 @@ class PromptPAR(nn.Module):
             with torch.no_grad():
                 self._text_cache = self.encode_text()
         return self._text_cache
+
+    def load_state_dict(self, *args, **kwargs):
+        self._text_cache = None  # new weights, new text features
+        return super().load_state_dict(*args, **kwargs)
 
     def train(self, mode: bool = True):
         self._text_cache = None  # weights may change between modes
