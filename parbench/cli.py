@@ -277,6 +277,46 @@ def run_cmd(
               f"{rec['wall_s']:.1f} s; {rec['run_dir']}")  # fmt: skip
 
 
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="A run folder / trainable.pt, or a reference checkpoint.")],
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset (default: the run's; required for reference files).")
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Method (default: the run's; promptpar for reference files).")
+    ] = None,
+    root: Annotated[Path | None, typer.Option(help="Dataset folder (or set it once in the config).")] = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="open_clip model name (default: the run's / ViT-L-14).")
+    ] = None,
+    pretrained: Annotated[
+        str | None, typer.Option(help="Backbone weights for a parbench checkpoint.")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to evaluate (default: the card's test split).")
+    ] = None,
+    partition: Annotated[int, typer.Option(help="Random partition (0-4).")] = 0,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Setting key=value (repeatable).")] = None,
+    predictions: Annotated[
+        Path | None, typer.Option(help="Write probabilities and labels to this .npz.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON object.")] = False,
+) -> None:
+    """Evaluate a trained checkpoint (parbench's, or PromptPAR's released/reference files) on a dataset."""
+    from parbench.engine.restore import evaluate_checkpoint
+
+    res = evaluate_checkpoint(checkpoint, dataset, str(root) if root else None, method, backbone, pretrained,
+                              _overrides(None, set_), split, partition, predictions, quiet=as_json)  # fmt: skip
+    if as_json:
+        return _json(res)
+    for proto, mm in res["metrics"].items():
+        out.print(f"{proto:10s} mA {100 * mm['ma']:.2f}  Acc {100 * mm['acc']:.2f}  Prec {100 * mm['prec']:.2f}  "
+                  f"Rec {100 * mm['rec']:.2f}  F1 {100 * mm['f1']:.2f}")  # fmt: skip
+    out.print(f"{res['method']} ({res['format']} checkpoint) on {res['dataset']}/{res['split']}: {res['n']} images, "
+              f"{res['images_per_s']:.1f} img/s on {res['device']}")  # fmt: skip
+
+
 @app.command("score")
 def score(
     labels: Annotated[Path, typer.Option(help="N x K labels (.npy): 0, 1, 255 = unspecified.")],
@@ -446,10 +486,8 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as e:  # click usage errors and the like
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:  # usage errors (typer vendors its own click, so match by behaviour, not class)
+        if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
         raise

@@ -24,6 +24,9 @@ class MethodSpec:
     options: type | None = None  # dataclass of method-specific options (--set reaches them too)
     uses_features: bool = False  # train on cached frozen features (encode once, then head)
     trains: bool = True  # False: evaluation only (zero-shot)
+    # (checkpoint dict, card, backbone name | None, overrides, source) -> (model, TrainConfig, options, backbone):
+    # reads a method's own foreign checkpoint format (PromptPAR's reference files) for eval / predict
+    import_checkpoint: Callable[..., Any] | None = None
     default_backbone: str = "ViT-L-14"
     default_pretrained: str = "openai"
 

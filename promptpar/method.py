@@ -43,6 +43,23 @@ def build(backbone, card, options: PromptParConfig | None = None) -> PromptPAR:
     return model
 
 
+def import_checkpoint(obj: dict, card, backbone: str | None, overrides: dict, source: str):
+    """A reference checkpoint: options from its tensor shapes (then --set), every weight from the file."""
+    from parbench.backbones import create_backbone
+    from parbench.engine.run import resolve_config
+    from promptpar.checkpoint import import_reference, infer_options, is_reference_checkpoint
+
+    if not is_reference_checkpoint(obj):
+        found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
+        raise ParbenchError(source, "a PromptPAR checkpoint ('model_state_dict' + 'clip_model')", str(found))
+    inferred = infer_options(obj, source)
+    cfg, options = resolve_config(SPEC, {**inferred, "fusion_init": "random", **overrides})
+    bb = create_backbone(backbone or SPEC.default_backbone, "none")  # every CLIP weight comes from the file
+    model = build(bb, card, options)
+    import_reference(model, card, obj, source)
+    return model, cfg, options, bb
+
+
 SPEC = MethodSpec(
     name="promptpar",
     description="PromptPAR: CLIP with region-aware visual/text prompts, ViT-B fusion block, per-attribute heads",
@@ -65,4 +82,5 @@ SPEC = MethodSpec(
         "aux_loss_weight": 0.5,
     },  # fmt: skip
     options=PromptParConfig,
+    import_checkpoint=import_checkpoint,
 )

@@ -43,12 +43,25 @@ _NUMPY = {
 _BUILTINS = {"range": range, "list": list, "dict": dict, "tuple": tuple, "set": set, "slice": slice}
 
 
+_TORCH = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"), ("torch", "Size")}
+
+
 class _Restricted(pickle.Unpickler):
-    def __init__(self, file: io.BufferedIOBase, source: Path):
-        super().__init__(file, encoding="latin1")
+    allow_torch = False
+
+    def __init__(self, file: io.BufferedIOBase, source: Path, **kwargs: Any):
+        super().__init__(file, encoding=kwargs.get("encoding", "latin1"))
         self.source = source
 
     def find_class(self, module: str, name: str) -> Any:
+        if self.allow_torch and (module, name) in _TORCH:
+            import importlib
+
+            return getattr(importlib.import_module(module), name)
+        if self.allow_torch and module == "collections" and name == "OrderedDict":
+            import collections
+
+            return collections.OrderedDict
         if module == "easydict" and name == "EasyDict":
             return AttrDict
         if module == "collections" and name == "OrderedDict":
@@ -79,6 +92,34 @@ def load_pickle(path: str | Path) -> Any:
             raise
         except Exception as e:  # corrupt or truncated file: one clear message, not a traceback
             raise ParbenchError(path, "a readable pickle", f"{type(e).__name__}: {e}") from None
+
+
+def load_torch(path: str | Path) -> Any:
+    """torch.load through the same restriction, plus tensor rebuilding: for training checkpoints that hold
+    EasyDicts next to their tensors (PromptPAR's `result`), which torch's weights_only loader refuses."""
+    import types
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise ParbenchError(path, "an existing checkpoint file", "no such file")
+
+    class Unpickler(_Restricted):
+        allow_torch = True
+
+        def __init__(self, file: io.BufferedIOBase, **kwargs: Any):
+            super().__init__(file, path, **kwargs)
+
+    module = types.ModuleType("parbench_restricted_pickle")
+    module.Unpickler = Unpickler
+    module.load = lambda f, **kw: Unpickler(f, **kw).load()
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=False, pickle_module=module)
+    except ParbenchError:
+        raise
+    except Exception as e:
+        raise ParbenchError(path, "a torch checkpoint", f"{type(e).__name__}: {str(e)[:200]}") from None
 
 
 def get(obj: Any, key: str, source: Path) -> Any:
