@@ -107,6 +107,12 @@ def _preprocess_of(model: Any) -> Preprocess:
     )
 
 
+def _log(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
 def resolve_pretrained(name: str, pretrained: str | None) -> str:
     if pretrained in (None, ""):
         pretrained = DEFAULT_PRETRAINED.get(name)
@@ -163,6 +169,11 @@ def create_backbone(
                 f"or pass --pretrained /path/to/weights.pt (open_clip or OpenAI JIT file)",
                 f"{type(e).__name__}: {str(e)[:200]}",
             ) from None
+    elif name == TINY and pretrained == "synthetic":  # toy-scale CLIP-style pretraining, built once, cached
+        from parbench.tiny_pretrain import ensure_weights
+
+        path = str(ensure_weights(log=_log))
+        return create_backbone(name, path, device=device, precision=precision)
     elif Path(pretrained).is_file():
         sd, jit = load_weights_file(Path(pretrained))
         model = open_clip.create_model(
@@ -178,9 +189,10 @@ def create_backbone(
             )
         model = model.to(device)
     else:
+        known = [*tags, "synthetic"] if name == TINY else tags
         raise ParbenchError(
             f"backbone {name}",
-            f"pretrained = a known tag ({', '.join(tags) or 'none known'}), an existing file, or 'none'",
+            f"pretrained = a known tag ({', '.join(known) or 'none known'}), an existing file, or 'none'",
             f"'{pretrained}'",
         )
     tokenizer = open_clip.get_tokenizer(name) if not meta else None

@@ -1,0 +1,28 @@
+"""`--pretrained synthetic`: the tiny backbone's CLIP-style pretraining on disjoint synthetic data."""
+
+import torch
+
+from parbench.backbones import create_backbone
+from parbench.tiny_pretrain import PHRASES, TinyPretrainSpec, ensure_weights, pretrain
+
+SMALL = TinyPretrainSpec(identities=8, images_per_identity=2, epochs=2, batch_size=8, data_seed=77)
+
+
+def test_pretraining_is_deterministic_and_loads_as_a_checkpoint_file():
+    a, b = pretrain(SMALL), pretrain(SMALL)
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert len(a["history"]) == 2 and all(0 <= h["pair_acc"] <= 1 for h in a["history"])
+    path = ensure_weights(SMALL)
+    assert path.is_file() and ensure_weights(SMALL) == path  # cached: the second call trains nothing
+    bb = create_backbone("parbench-tiny", str(path))
+    assert torch.equal(bb.model.visual.conv1.weight, a["state_dict"]["visual.conv1.weight"])
+    assert bb.pretrained == str(path)
+
+
+def test_captions_never_use_the_cards_sentences():
+    from parbench.cards import load_card
+
+    card_text = {s.lower() for a in load_card("synthetic").attributes for s in (a.positive, a.negative)}
+    phrases = {p for pos, neg in PHRASES.values() for p in (*pos, *neg)}
+    assert not phrases & card_text and not {f'a pedestrian: {p}' for p in phrases} & card_text
+    assert set(PHRASES) == {a.name for a in load_card("synthetic").attributes}
