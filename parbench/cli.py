@@ -266,6 +266,8 @@ def run_cmd(
                    root=str(root) if root else None, partition=partition, overrides=overrides, out=str(out_dir),
                    resume=resume, store=str(store) if store else None, quiet=as_json)  # fmt: skip
     rec = run(spec)
+    if "rank" in rec:  # torchrun: ranks other than 0 print nothing
+        return
     if as_json:
         return _json({k: v for k, v in rec.items() if k != "config"} | {"config": rec["config"]})
     m = rec["metrics"]

@@ -92,6 +92,7 @@ class PromptPAR(nn.Module):
         self.register_buffer("vis_mask", self.layout.mask() if cfg.use_div and cfg.use_vismask else None, persistent=False)  # fmt: skip
         self._text_cache: torch.Tensor | None = None
         self.grad_checkpointing = False
+        self.ddp_find_unused = True  # e.g. the reference's text prompts train but never get a gradient
         self.normalization = "backbone" if cfg.fix_normalization else "half"
         self.set_trainable()
 

@@ -26,9 +26,16 @@ def load_image(ds: PARDataset, i: int) -> Image.Image:
 
 
 class ImageSplit(torch.utils.data.Dataset):
-    def __init__(self, ds: PARDataset, indices: np.ndarray, transform, cache: bool = False):
+    """Samples of one split. With `aug_seed` set, each sample's random augmentation is drawn from its own
+    generator, seeded by (aug_seed, epoch, image index): the same image gets the same crop and flip in an
+    epoch whatever the batch order, the number of loader workers or the number of processes (DDP)."""
+
+    def __init__(self, ds: PARDataset, indices: np.ndarray, transform, cache: bool = False,
+                 aug_seed: int | None = None):  # fmt: skip
         self.ds, self.indices, self.transform = ds, np.asarray(indices, dtype=np.int64), transform
         self._cache: dict[int, Image.Image] | None = {} if cache else None
+        self.aug_seed = aug_seed
+        self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -41,4 +48,10 @@ class ImageSplit(torch.utils.data.Dataset):
                 img = self._cache[i] = load_image(self.ds, i)
         else:
             img = load_image(self.ds, i)
-        return self.transform(img), torch.from_numpy(self.ds.labels[i].astype(np.int64)), i
+        if self.aug_seed is None:
+            x = self.transform(img)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed((self.aug_seed * 1_000_003 + self.epoch * 10_007 + i) % 2**63)
+                x = self.transform(img)
+        return x, torch.from_numpy(self.ds.labels[i].astype(np.int64)), i

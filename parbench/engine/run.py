@@ -27,6 +27,7 @@ from parbench.data import load_dataset
 from parbench.data.dataset import PARDataset
 from parbench.data.torchdata import ImageSplit
 from parbench.data.transforms import build_transform, describe
+from parbench.engine import dist
 from parbench.engine.config import TrainConfig, apply_overrides, config_dict, to_toml
 from parbench.engine.features import cached_features
 from parbench.engine.params import count_params, trainable_state
@@ -135,6 +136,8 @@ def run(spec: RunSpec) -> dict:
     card = load_card(spec.dataset)
     cfg, options = resolve_config(method, spec.overrides)
     backbone_name = spec.backbone or method.default_backbone
+    dist.init_from_env(cfg.device)  # torchrun: join the process group (no-op for one process)
+    main = dist.is_main()
     seed_everything(spec.seed)
     ds = load_dataset(card.name, spec.root, partition=spec.partition)
     device = pick_device(cfg)
@@ -157,16 +160,17 @@ def run(spec: RunSpec) -> dict:
     run_id = f"{card.name}-{method.name}-{backbone_name}-s{spec.seed}-{spec.key()}".replace("/", "_")
     run_dir = Path(spec.out) / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not spec.resume:
+    if not spec.resume and main:
         (run_dir / "log.jsonl").unlink(missing_ok=True)
         (run_dir / "last.pt").unlink(missing_ok=True)
     resolved = {"run": {k: v for k, v in asdict(spec).items() if k != "overrides"}, "train": config_dict(cfg)}
     if options is not None:
         resolved["options"] = asdict(options)
-    (run_dir / "config.toml").write_text(to_toml({**resolved["run"], "train": resolved["train"],
+    if main:
+        (run_dir / "config.toml").write_text(to_toml({**resolved["run"], "train": resolved["train"],
                                                   **({"options": resolved["options"]} if options else {})}))  # fmt: skip
 
-    progress = _progress(spec.quiet)
+    progress = _progress(spec.quiet or not main)
     t_fit = time.perf_counter()
     with progress or _Null():
         model.to(device)
@@ -186,7 +190,7 @@ def run(spec: RunSpec) -> dict:
         else:
             cache = cfg.cache_images
             if method.trains and cfg.epochs > 0:
-                train_set = ImageSplit(ds, train_idx, t_train, cache)
+                train_set = ImageSplit(ds, train_idx, t_train, cache, aug_seed=spec.seed)
                 select_set = ImageSplit(ds, select_idx, t_eval, cache) if select_idx is not None else None
                 hist = fit(model, train_set, select_set, pos_ratio, cfg, spec.seed, device, selected_on, run_dir,
                            spec.resume, progress)  # fmt: skip
@@ -201,6 +205,9 @@ def run(spec: RunSpec) -> dict:
             eval_ips = len(test_idx) / max(time.perf_counter() - t_pred, 1e-9)
     fit_s = time.perf_counter() - t_fit
 
+    if not main:  # only rank 0 writes; the others hand back the same metrics without a record
+        return {"run_id": run_id, "metrics": {n: pedestrian_metrics(labels, probs, n, unspecified=cfg.unspecified)
+                                              .headline() for n in PROTOCOLS}, "rank": dist.rank()}  # fmt: skip
     np.savez(run_dir / "predictions.npz", probs=probs.astype(np.float32), labels=labels, index=test_idx)
     save_atomic({"trainable": trainable_state(model), "config": resolved, "attributes": card.attribute_names,
                  "method": method.name, "backbone": backbone.describe()}, run_dir / "trainable.pt")  # fmt: skip
@@ -249,6 +256,7 @@ def run(spec: RunSpec) -> dict:
         "unspecified": cfg.unspecified,
         "n_test": len(test_idx),
         "device": str(device),
+        "world_size": dist.world_size(),
         "config": resolved,
         "preprocess": asdict(pre),
         "normalization": normalization,

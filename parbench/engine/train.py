@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from parbench.engine import dist
 from parbench.engine.config import TrainConfig
 from parbench.engine.loss import weighted_bce
 from parbench.engine.params import trainable_state
@@ -34,9 +35,8 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(cfg: TrainConfig) -> torch.device:
-    if cfg.device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(cfg.device)
+    """cfg.device, or auto: CUDA when present (this process's GPU under torchrun), else CPU."""
+    return dist.device(cfg.device)
 
 
 def autocast(device: torch.device, cfg: TrainConfig):
@@ -66,12 +66,16 @@ def set_epoch_lr(opt: torch.optim.Optimizer, epoch: int, cfg: TrainConfig) -> li
 
 
 def epoch_loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: int, shuffle: bool = True):
-    """A DataLoader whose order depends only on (seed, epoch)."""
-    gen = torch.Generator().manual_seed(seed * 1000 + epoch)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, generator=gen, num_workers=num_workers,
-        pin_memory=torch.cuda.is_available(),
-    )  # fmt: skip
+    """Training (shuffle): this process's chunks of the global batches of a permutation fixed by (seed, epoch).
+    Evaluation: this process's shard in dataset order (everything with one process); see engine/dist.py."""
+    pin = torch.cuda.is_available()
+    if shuffle:
+        sampler = dist.GlobalBatchSampler(len(dataset), batch_size, seed, epoch)
+        return torch.utils.data.DataLoader(
+            dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin
+        )
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=dist.ShardSampler(len(dataset)),
+                                       num_workers=num_workers, pin_memory=pin)  # fmt: skip
 
 
 def _loss(out: dict, labels: torch.Tensor, pos_ratio: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -87,13 +91,15 @@ def train_epoch(
     model.train()
     total, n_img, steps, t0 = 0.0, 0, 0, time.perf_counter()
     groups = [[p for p in g["params"] if p.requires_grad] for g in opt.param_groups]
-    for images, labels, _ in loader:
+    weights = getattr(loader.batch_sampler, "weights", None)
+    for step, (images, labels, _) in enumerate(loader):
         images, labels = images.to(device, non_blocking=True), labels.to(device)
         with autocast(device, cfg):
             out = model(images)
         loss = _loss(out, labels, pos_ratio, cfg)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        # this process's share of the global batch (1.0 alone): DDP's gradient mean = the global batch mean
+        (loss * (weights[step] if weights else 1.0)).backward()
         if cfg.clip_grad:
             for params in groups:
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
@@ -129,9 +135,10 @@ def predict(
         if tick:
             tick(len(images))
     k = getattr(model, "num_attributes", 0)
-    if not probs:
-        return np.zeros((0, k), np.float32), np.zeros((0, k), np.uint8)
-    return np.concatenate(probs), np.concatenate(labels).astype(np.uint8)
+    probs = np.concatenate(probs) if probs else np.zeros((0, k), np.float32)
+    labels = np.concatenate(labels).astype(np.uint8) if labels else np.zeros((0, k), np.uint8)
+    n = len(loader.dataset)
+    return dist.gather_shards(probs, n), dist.gather_shards(labels, n)
 
 
 @dataclass
@@ -175,6 +182,8 @@ def fit(
     progress=None,
 ) -> History:
     model.to(device)
+    trained = dist.wrap(model, device)  # DDP under torchrun; evaluation uses the bare model on every rank
+    write = run_dir is not None and dist.is_main()
     groups = model.param_groups(cfg) if hasattr(model, "param_groups") else None
     if groups is None:
         groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr,
@@ -203,7 +212,9 @@ def fit(
         tick = (lambda n, t=task: progress.advance(t, n)) if progress else None
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
-        stats = train_epoch(model, loader, opt, pos, cfg, device, tick)
+        if hasattr(train_set, "epoch"):
+            train_set.epoch = epoch  # per-image augmentation seeds follow the epoch
+        stats = train_epoch(trained, loader, opt, pos, cfg, device, tick)
         if progress:
             progress.remove_task(task)
         row = {"epoch": epoch, "lr": lrs, **stats}
@@ -217,7 +228,7 @@ def fit(
             if m.ma > hist.best_score:  # strict: ties keep the earlier epoch
                 hist.best_score, hist.best_epoch, best_state = m.ma, epoch, trainable_state(model)
         hist.epochs.append(row)
-        if run_dir:  # checkpoint first, then the log line: a logged epoch is always a resumable one
+        if write:  # checkpoint first, then the log line: a logged epoch is always a resumable one
             ck = {"epoch": epoch, "trainable": trainable_state(model), "optimizer": opt.state_dict(),
                   "history": hist.__dict__, "best_state": best_state, "rng": _rng_state()}  # fmt: skip
             save_atomic(ck, ckpt_path)
