@@ -24,5 +24,5 @@ def test_captions_never_use_the_cards_sentences():
 
     card_text = {s.lower() for a in load_card("synthetic").attributes for s in (a.positive, a.negative)}
     phrases = {p for pos, neg in PHRASES.values() for p in (*pos, *neg)}
-    assert not phrases & card_text and not {f'a pedestrian: {p}' for p in phrases} & card_text
+    assert not phrases & card_text and not {f"a pedestrian: {p}" for p in phrases} & card_text
     assert set(PHRASES) == {a.name for a in load_card("synthetic").attributes}
