@@ -38,12 +38,39 @@ def text_bank(clip_model, tokenizer, card, templates=("{}",), device="cpu") -> t
     return torch.stack(out, dim=1)
 
 
+def cached_text_bank(backbone, card, templates=("{}",)) -> torch.Tensor:
+    """text_bank, computed once per (weights, card, templates) and kept on disk: a ViT-L text tower over every
+    sentence costs seconds per run otherwise. Random weights ('none') are never cached: they depend on the seed."""
+    import hashlib
+    import json
+    import os
+
+    from parbench.settings import cache_dir
+
+    if backbone.pretrained in (None, "none"):
+        return text_bank(backbone.model, backbone.tokenizer, card, templates)
+    key = json.dumps(
+        [backbone.describe(), card.name, card.sha256, list(templates)], sort_keys=True, default=str
+    )
+    path = cache_dir() / "text" / f"{card.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+    if path.is_file():
+        bank = torch.load(path, map_location="cpu", weights_only=True)
+        if bank.shape == (card.num_attributes, 2, backbone.embed_dim):
+            return bank
+    bank = text_bank(backbone.model, backbone.tokenizer, card, templates)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(bank, tmp)
+    os.replace(tmp, path)
+    return bank
+
+
 class ZeroShot(nn.Module):
     def __init__(self, backbone, card, options: ZeroShotOptions):
         super().__init__()
         self.clip = freeze(backbone.model)
         self.num_attributes = card.num_attributes
-        self.register_buffer("bank", text_bank(self.clip, backbone.tokenizer, card, options.templates))
+        self.register_buffer("bank", cached_text_bank(backbone, card, options.templates))
 
     def forward(self, images: torch.Tensor) -> dict:
         f = F.normalize(self.clip.encode_image(images).float(), dim=-1)  # (B, D)

@@ -319,6 +319,48 @@ def eval_cmd(
               f"{res['images_per_s']:.1f} img/s on {res['device']}")  # fmt: skip
 
 
+@app.command("predict")
+def predict_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    run_dir: Annotated[Path | None, typer.Option("--run", help="A run folder (its trainable.pt).")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="A checkpoint file (parbench or PromptPAR reference).")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset whose attributes a reference checkpoint has.")
+    ] = None,
+    backbone: Annotated[str | None, typer.Option(help="open_clip model name (default: the run's).")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="Backbone weights (default: the run's).")] = None,
+    protocol: Annotated[
+        str, typer.Option(help="Decision threshold of promptpar (0.45) or rethinking (0.5).")
+    ] = "promptpar",
+    threshold: Annotated[float | None, typer.Option(help="Override the decision threshold.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")
+    ] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Setting key=value (repeatable).")] = None,
+) -> None:
+    """Per image: every attribute's probability and decision, with the run's preprocessing."""
+    from parbench.engine.run import _progress
+    from parbench.predict import format_predictions, predict_images, write_atomic
+
+    if (run_dir is None) == (checkpoint is None):
+        raise ParbenchError(
+            "predict", "exactly one of --run RUN or --checkpoint FILE", "both" if run_dir else "neither"
+        )
+    progress = _progress(False)
+    with progress:
+        res = predict_images(run_dir or checkpoint, images, protocol, threshold, dataset, None, backbone, pretrained,
+                             _overrides(None, set_), progress=progress)  # fmt: skip
+    text = format_predictions(res, fmt)
+    if output:
+        write_atomic(text, output)
+        err.print(f"{len(res['images'])} images -> {output}")
+    else:
+        sys.stdout.write(text)
+
+
 @app.command("score")
 def score(
     labels: Annotated[Path, typer.Option(help="N x K labels (.npy): 0, 1, 255 = unspecified.")],

@@ -26,3 +26,19 @@ def test_captions_never_use_the_cards_sentences():
     phrases = {p for pos, neg in PHRASES.values() for p in (*pos, *neg)}
     assert not phrases & card_text and not {f"a pedestrian: {p}" for p in phrases} & card_text
     assert set(PHRASES) == {a.name for a in load_card("synthetic").attributes}
+
+
+def test_zeroshot_text_bank_is_cached_for_real_weights_only():
+    from baselines.zeroshot import cached_text_bank, text_bank
+    from parbench.cards import load_card
+    from parbench.settings import cache_dir
+
+    card = load_card("synthetic")
+    bb = create_backbone("parbench-tiny", str(ensure_weights(SMALL)))
+    first = cached_text_bank(bb, card)
+    files = list((cache_dir() / "text").glob("synthetic-*.pt"))
+    assert len(files) == 1
+    assert torch.equal(cached_text_bank(bb, card), first)  # read back from disk
+    assert torch.allclose(first, text_bank(bb.model, bb.tokenizer, card))
+    cached_text_bank(create_backbone("parbench-tiny", "none"), card)
+    assert list((cache_dir() / "text").glob("synthetic-*.pt")) == files  # random weights: not cached

@@ -65,6 +65,11 @@ def restore(checkpoint: str | Path, method: str | None = None, dataset: str | No
             )
         saved = {**obj["config"].get("train", {}), **obj["config"].get("options", {})}
         cfg, options = resolve_config(spec, {**saved, **overrides})
+        from parbench.engine.train import seed_everything
+
+        seed_everything(
+            int(run.get("seed", 0))
+        )  # random ('none') backbone weights come back as the run drew them
         bb = create_backbone(backbone or obj["backbone"]["name"], pretrained or obj["backbone"]["pretrained"])
         model = spec.build(bb, card, options)
         expected = trainable_state(model)

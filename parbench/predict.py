@@ -1,0 +1,103 @@
+"""`parbench predict`: attribute probabilities and decisions for image files, from a run or a checkpoint.
+
+Each image goes through the run's own evaluation preprocessing (resize, the weights' or the method's
+normalisation); a decision is `probability > threshold` (strict, as the metrics), with the protocol's
+threshold unless one is given.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from parbench.errors import ParbenchError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def collect_images(inputs: list[str | Path]) -> list[Path]:
+    """Files as given; folders expanded recursively to their images, sorted."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise ParbenchError(p, "an image file or a folder of images", "no such file or folder")
+    if not out:
+        raise ParbenchError(", ".join(map(str, inputs)), "at least one image", "none found")
+    return out
+
+
+def predict_images(checkpoint: str | Path, images: list[str | Path], protocol: str = "promptpar",
+                   threshold: float | None = None, dataset: str | None = None, method: str | None = None,
+                   backbone: str | None = None, pretrained: str | None = None,
+                   overrides: dict[str, Any] | None = None, batch_size: int = 32, progress=None) -> dict:  # fmt: skip
+    """{"attributes", "threshold", "images": [path...], "probs": (N, K) array} for the given images."""
+    import torch
+    from PIL import Image
+
+    from parbench.data.transforms import build_transform
+    from parbench.engine.restore import restore
+    from parbench.engine.train import autocast, pick_device
+    from parbench.metrics import PROTOCOLS
+
+    if protocol not in PROTOCOLS:
+        raise ParbenchError("--protocol", f"one of {', '.join(PROTOCOLS)}", repr(protocol))
+    files = collect_images(images)
+    r = restore(checkpoint, method, dataset, backbone, pretrained, overrides)
+    device = pick_device(r.cfg)
+    r.model.to(device).eval()
+    transform = build_transform(r.preprocess, False, normalization=r.normalization)
+    probs = []
+    task = progress.add_task("predict", total=len(files)) if progress else None
+    with torch.no_grad():
+        for start in range(0, len(files), batch_size):
+            batch = []
+            for f in files[start : start + batch_size]:
+                try:
+                    batch.append(transform(Image.open(f).convert("RGB")))
+                except OSError as e:
+                    raise ParbenchError(f, "a readable image", f"{type(e).__name__}: {e}") from None
+            with autocast(device, r.cfg):
+                out = r.model(torch.stack(batch).to(device))
+            probs.append(torch.sigmoid(out["logits"].float()).cpu().numpy())
+            if progress:
+                progress.advance(task, len(batch))
+    thr = PROTOCOLS[protocol].threshold if threshold is None else threshold
+    return {"attributes": list(r.card.attribute_names), "threshold": float(thr), "method": r.method,
+            "dataset": r.card.name, "images": [str(f) for f in files], "probs": np.concatenate(probs)}  # fmt: skip
+
+
+def format_predictions(res: dict, fmt: str) -> str:
+    """CSV: one row per image, `<attr>` probability and `<attr>_pred` 0/1 columns. JSON: one object per image."""
+    attrs, thr, probs = res["attributes"], res["threshold"], res["probs"]
+    if fmt == "json":
+        rows = [{"image": img, "probabilities": dict(zip(attrs, map(float, p), strict=True)),
+                 "attributes": [a for a, v in zip(attrs, p, strict=True) if v > thr]}
+                for img, p in zip(res["images"], probs, strict=True)]  # fmt: skip
+        doc = {"method": res["method"], "dataset": res["dataset"], "threshold": thr, "predictions": rows}
+        return json.dumps(doc, indent=1) + "\n"
+    if fmt != "csv":
+        raise ParbenchError("--format", "csv or json", repr(fmt))
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["image", *attrs, *(f"{a}_pred" for a in attrs)])
+    for img, p in zip(res["images"], probs, strict=True):
+        w.writerow([img, *(f"{v:.6f}" for v in p), *(int(v > thr) for v in p)])
+    return buf.getvalue()
+
+
+def write_atomic(text: str, path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
