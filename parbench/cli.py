@@ -172,6 +172,31 @@ def datasets_audit(
         out.print(f"{k}: {v}")
 
 
+@datasets_app.command("zs-split")
+def datasets_zs_split(
+    name: Annotated[str, typer.Argument(help="A dataset with person identities (e.g. RAPv2, synthetic).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSON file for the split.")],
+    root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the identity permutation.")] = 0,
+    fractions: Annotated[str, typer.Option(help="train,val,test shares of the identities.")] = "0.6,0.2,0.2",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON (only).")] = False,
+) -> None:
+    """A seeded identity-disjoint train/val/test split: no person appears in two splits."""
+    from parbench.data import load_dataset
+    from parbench.data.audit import write_identity_split
+
+    try:
+        fr = tuple(float(x) for x in fractions.split(","))
+    except ValueError:
+        raise ParbenchError("--fractions", "three numbers, e.g. 0.6,0.2,0.2", fractions) from None
+    summary = write_identity_split(load_dataset(name, root), output, seed, fr)
+    if as_json:
+        return _json(summary)
+    out.print(f"{summary['dataset']}: identity-disjoint split (seed {seed}) -> {output}")
+    for k, v in summary["splits"].items():
+        out.print(f"  {k}: {v['images']} images, {v['identities']} identities")
+
+
 # ---------------------------------------------------------------------------------------------- methods
 @methods_app.command("list")
 def methods_list(
@@ -252,6 +277,13 @@ def run_cmd(
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for run folders.")] = Path("runs"),
     store: Annotated[Path | None, typer.Option(help="Results store to record the run in.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run from its last finished epoch.")] = False,
+    from_pickle: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read a reference pickle (dataset_all.pkl / pad.pkl) "
+            "instead of the original annotation files."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON (only).")] = False,
 ) -> None:
     """Train (if the method trains), select without peeking, evaluate on test, record."""
@@ -264,7 +296,8 @@ def run_cmd(
         overrides["select_on"] = select_on
     spec = RunSpec(dataset=dataset, method=method, backbone=backbone, pretrained=pretrained, seed=seed,
                    root=str(root) if root else None, partition=partition, overrides=overrides, out=str(out_dir),
-                   resume=resume, store=str(store) if store else None, quiet=as_json)  # fmt: skip
+                   resume=resume, store=str(store) if store else None, quiet=as_json,
+                   source=str(from_pickle) if from_pickle else None)  # fmt: skip
     rec = run(spec)
     if "rank" in rec:  # torchrun: ranks other than 0 print nothing
         return

@@ -198,3 +198,80 @@ def test_root_from_environment(tmp_path, monkeypatch):
     originals.pa100k(tmp_path, sizes=(4, 2, 2))
     monkeypatch.setenv("PARBENCH_ROOT_PA100K", str(tmp_path))
     assert len(load_dataset("PA100k")) == 8
+
+
+def _dump(path, obj):
+    import easydict
+
+    with open(path, "wb") as f:
+        pickle.dump(easydict.EasyDict(obj), f)
+
+
+def test_rethinking_dataset_all_and_promptpar_pad_pickles_map_by_name(peta_root, tmp_path):
+    root, raw = peta_root
+    ref = load_dataset("PETA", root)
+    card = load_card("PETA")
+    names = [f"col{r}" for r in range(raw.shape[1])]
+    for a in card.attributes:
+        names[a.raw] = a.name
+    group = [a.raw for a in card.attributes]
+    rng = np.random.default_rng(0)
+    parts = {s: [ref.partition(s)] + [rng.permutation(19000)[:100] for _ in range(4)]
+             for s in ("train", "val", "test", "trainval")}  # fmt: skip
+    common = {"image_name": [f"{i + 1:05d}.png" for i in range(19000)], "attr_name": names,
+              "label_idx": {"eval": group}, "partition": parts, "root": "/data/authors/PETA/images"}  # fmt: skip
+    # Rethinking: all 105 raw columns
+    _dump(tmp_path / "dataset_all.pkl", {**common, "label": raw, "reorder": "group_order"})
+    # PromptPAR: the 35 evaluated columns already in group order, label_idx.eval left in (applying it twice
+    # would scramble them)
+    _dump(tmp_path / "pad.pkl", {**common, "label": raw[:, group]})
+    for f in ("dataset_all.pkl", "pad.pkl"):
+        ds = load_dataset("PETA", root, source=tmp_path / f)
+        np.testing.assert_array_equal(ds.labels, ref.labels)
+        np.testing.assert_array_equal(ds.partition("test"), ref.partition("test"))
+        assert ds.relpaths[:2] == ref.relpaths[:2]  # the baked-in root is ignored
+    ds3 = load_dataset("PETA", root, source=tmp_path / "dataset_all.pkl", partition=3)
+    np.testing.assert_array_equal(ds3.partition("train"), parts["train"][3])
+
+
+def test_pa100k_pad_pickle_in_raw_order_and_rap_uncertain(tmp_path):
+    card = load_card("PA100k")
+    rng = np.random.default_rng(0)
+    raw = (rng.random((40, 26)) < 0.4).astype(np.uint8)  # columns in the file's raw order
+    _dump(tmp_path / "pad.pkl", {"image_name": [f"{i:06d}.jpg" for i in range(40)], "label": raw,
+                                 "attr_name": list(card.raw_order), "attributes": ["sentence"] * 26,
+                                 "partition": {"train": np.arange(30), "test": np.arange(30, 40)}})  # fmt: skip
+    ds = load_dataset("PA100k", tmp_path, source=tmp_path / "pad.pkl")
+    np.testing.assert_array_equal(ds.labels, raw[:, [card.raw_order.index(a) for a in card.attribute_names]])
+    rap = load_card("RAPv2")
+    lab = rng.integers(0, 3, size=(10, 54)).astype(np.uint8)
+    _dump(tmp_path / "rap.pkl", {"image_name": [f"x{i}.png" for i in range(10)], "label": lab,
+                                 "attr_name": rap.attribute_names, "partition": {"test": np.arange(10)}})  # fmt: skip
+    ds = load_dataset("RAPv2", tmp_path, source=tmp_path / "rap.pkl")
+    assert (ds.labels == 255).sum() == (lab == 2).sum() and set(np.unique(ds.labels)) <= {0, 1, 255}
+    bad = {"image_name": ["a.png"], "label": np.array([[7] * 54]), "attr_name": rap.attribute_names,
+           "partition": {}}  # fmt: skip
+    _dump(tmp_path / "bad.pkl", bad)
+    with pytest.raises(ParbenchError, match="bad.pkl"):
+        load_dataset("RAPv2", tmp_path, source=tmp_path / "bad.pkl")
+
+
+def test_zs_split_command_is_identity_disjoint_and_seeded(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from parbench.cli import app
+
+    for seed, name in ((0, "a.json"), (0, "b.json"), (1, "c.json")):
+        r = CliRunner().invoke(app, ["datasets", "zs-split", "synthetic", "-o", str(tmp_path / name),
+                                     "--seed", str(seed), "--json"])  # fmt: skip
+        assert r.exit_code == 0, r.output
+    a, b, c = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json", "c.json"))
+    assert a == b and a["splits"]["test"]["index"] != c["splits"]["test"]["index"]
+    ds = load_dataset("synthetic")
+    ids = {s: set(ds.identities[a["splits"][s]["index"]].tolist()) for s in ("train", "val", "test")}
+    assert not ids["train"] & ids["test"] and not ids["val"] & ids["test"] and not ids["train"] & ids["val"]
+    assert sum(len(a["splits"][s]["index"]) for s in ("train", "val", "test")) == len(ds.relpaths)
+    r = CliRunner().invoke(app, ["datasets", "zs-split", "PA100k", "--root", str(tmp_path), "-o", "x.json"])
+    assert r.exit_code != 0

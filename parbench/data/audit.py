@@ -72,3 +72,28 @@ def identity_split(identities: np.ndarray, seed: int = 0, fractions=(0.6, 0.2, 0
         out[name] = np.sort(rows[np.isin(identities[rows], group)])
     out["trainval"] = np.sort(np.concatenate([out["train"], out["val"]]))
     return out
+
+
+def write_identity_split(ds, path, seed: int = 0, fractions=(0.6, 0.2, 0.2)) -> dict:
+    """identity_split of a dataset written (atomically) as JSON: indices and image names per split, so the
+    split is reproducible and portable; returns a summary. Refuses datasets without identities."""
+    import json
+    import os
+    from pathlib import Path
+
+    from parbench.errors import ParbenchError
+
+    if ds.identities is None or not (ds.identities >= 0).any():
+        raise ParbenchError(ds.name, "a dataset with person identities (RAPv2, synthetic)", "none")
+    if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
+        raise ParbenchError("--fractions", "three non-negative shares summing to 1", str(fractions))
+    splits = identity_split(ds.identities, seed, fractions)
+    doc = {"format": "parbench-identity-split", "dataset": ds.name, "seed": seed, "fractions": list(fractions),
+           "splits": {k: {"index": v.tolist(), "images": [ds.relpaths[i] for i in v]} for k, v in splits.items()}}  # fmt: skip
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+    return {"dataset": ds.name, "seed": seed, "output": str(path),
+            "splits": {k: {"images": int(v.size), "identities": int(np.unique(ds.identities[v]).size)}
+                       for k, v in splits.items()}}  # fmt: skip

@@ -118,11 +118,21 @@ def read_dataset(card: Card, root: Path, partition: int = 0) -> PARDataset:
 
 
 def load_dataset(
-    name: str, root: str | Path | None = None, partition: int = 0, use_prepared: bool = True
+    name: str,
+    root: str | Path | None = None,
+    partition: int = 0,
+    use_prepared: bool = True,
+    source: str | Path | None = None,
 ) -> PARDataset:
-    """Read a registered dataset from its original files (or its prepared copy when one is current)."""
+    """Read a registered dataset from its original files (or its prepared copy when one is current).
+
+    `source`: a reference pickle to read instead (Rethinking's dataset_all.pkl, PromptPAR's pad.pkl)."""
     card = load_card(name)
     root_path = resolve_root(card, root)
+    if source is not None:
+        from parbench.data.readers.pickled import read_pickled
+
+        return read_pickled(card, source, root_path, partition)
     base = _prepared_path(card, root_path, partition)
     if use_prepared and (ds := load_prepared(base)) is not None:
         return ds

@@ -51,6 +51,7 @@ class RunSpec:
     resume: bool = False
     store: str | None = None
     quiet: bool = False
+    source: str | None = None  # a reference pickle (dataset_all.pkl / pad.pkl) instead of the original files
 
     def key(self) -> str:
         """Identity of a run: dataset, method, backbone, weights, seed, partition and the *resolved* settings
@@ -139,7 +140,7 @@ def run(spec: RunSpec) -> dict:
     dist.init_from_env(cfg.device)  # torchrun: join the process group (no-op for one process)
     main = dist.is_main()
     seed_everything(spec.seed)
-    ds = load_dataset(card.name, spec.root, partition=spec.partition)
+    ds = load_dataset(card.name, spec.root, partition=spec.partition, source=spec.source)
     device = pick_device(cfg)
     backbone = create_backbone(backbone_name, spec.pretrained, device="cpu")
     model = method.build(backbone, card, options)
