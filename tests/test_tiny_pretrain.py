@@ -42,3 +42,12 @@ def test_zeroshot_text_bank_is_cached_for_real_weights_only():
     assert torch.allclose(first, text_bank(bb.model, bb.tokenizer, card))
     cached_text_bank(create_backbone("parbench-tiny", "none"), card)
     assert list((cache_dir() / "text").glob("synthetic-*.pt")) == files  # random weights: not cached
+
+
+def test_short_text_encoding_equals_open_clips():
+    from parbench.tiny_pretrain import encode_text_short
+
+    bb = create_backbone("parbench-tiny", "none")
+    tokens = bb.tokenizer(["a pedestrian: has a hat on", "a pedestrian: no glasses, short sleeves, a woman"])
+    with torch.no_grad():
+        torch.testing.assert_close(encode_text_short(bb.model, tokens), bb.model.encode_text(tokens))
