@@ -284,6 +284,12 @@ def run_cmd(
             "instead of the original annotation files."
         ),
     ] = None,
+    split_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A split from `datasets zs-split` (identity-disjoint) instead of the dataset's own."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run record as JSON (only).")] = False,
 ) -> None:
     """Train (if the method trains), select without peeking, evaluate on test, record."""
@@ -297,7 +303,8 @@ def run_cmd(
     spec = RunSpec(dataset=dataset, method=method, backbone=backbone, pretrained=pretrained, seed=seed,
                    root=str(root) if root else None, partition=partition, overrides=overrides, out=str(out_dir),
                    resume=resume, store=str(store) if store else None, quiet=as_json,
-                   source=str(from_pickle) if from_pickle else None)  # fmt: skip
+                   source=str(from_pickle) if from_pickle else None,
+                   split_file=str(split_file) if split_file else None)  # fmt: skip
     rec = run(spec)
     if "rank" in rec:  # torchrun: ranks other than 0 print nothing
         return

@@ -54,7 +54,9 @@ class TinyPretrainSpec:
     lr: float = 2e-3
     weight_decay: float = 0.05
     phrases_per_caption: int = 3
-    clip_weight: float = 0.25  # InfoNCE weight next to the sentence-pair loss (which learns attributes faster)
+    clip_weight: float = (
+        0.25  # InfoNCE weight next to the sentence-pair loss (which learns attributes faster)
+    )
     head_weight: float = 1.0  # a linear attribute head on the image embedding (discarded): shapes the image
     # features as fast as supervised pretraining does, which the text-side losses alone are slow to
     seed: int = 0

@@ -275,3 +275,16 @@ def test_zs_split_command_is_identity_disjoint_and_seeded(tmp_path):
     assert sum(len(a["splits"][s]["index"]) for s in ("train", "val", "test")) == len(ds.relpaths)
     r = CliRunner().invoke(app, ["datasets", "zs-split", "PA100k", "--root", str(tmp_path), "-o", "x.json"])
     assert r.exit_code != 0
+    # the split runs: `parbench run --split-file`, a different run key, and a split of another dataset refused
+    from parbench.data.audit import apply_split_file
+
+    moved = apply_split_file(ds, tmp_path / "a.json")
+    assert moved.partition("test").tolist() == a["splits"]["test"]["index"]
+    r = CliRunner().invoke(app, ["run", "--dataset", "synthetic", "--method", "zeroshot", "--backbone",
+                                 "parbench-tiny", "--split-file", str(tmp_path / "a.json"), "--out",
+                                 str(tmp_path / "runs"), "--json"])  # fmt: skip
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["n_test"] == len(a["splits"]["test"]["index"])
+    r = CliRunner().invoke(app, ["run", "--dataset", "synthetic-zs", "--method", "zeroshot", "--backbone",
+                                 "parbench-tiny", "--split-file", str(tmp_path / "a.json")])  # fmt: skip
+    assert r.exit_code != 0 and "a split of synthetic-zs" in str(r.exception)

@@ -97,3 +97,38 @@ def write_identity_split(ds, path, seed: int = 0, fractions=(0.6, 0.2, 0.2)) -> 
     return {"dataset": ds.name, "seed": seed, "output": str(path),
             "splits": {k: {"images": int(v.size), "identities": int(np.unique(ds.identities[v]).size)}
                        for k, v in splits.items()}}  # fmt: skip
+
+
+def apply_split_file(ds, path):
+    """Replace a dataset's partitions by a split written by write_identity_split, after checking that it was
+    made for this dataset (name, and the image names at its indices)."""
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from parbench.errors import ParbenchError
+
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ParbenchError(path, "a split file written by `parbench datasets zs-split`", str(e)) from None
+    if not isinstance(doc, dict) or doc.get("format") != "parbench-identity-split":
+        raise ParbenchError(
+            path,
+            "format 'parbench-identity-split'",
+            repr(doc.get("format") if isinstance(doc, dict) else doc),
+        )
+    if doc.get("dataset") != ds.name:
+        raise ParbenchError(path, f"a split of {ds.name}", f"a split of {doc.get('dataset')}")
+    parts = {}
+    for name, split in doc["splits"].items():
+        idx = np.asarray(split["index"], dtype=np.int64)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(ds.relpaths)):
+            raise ParbenchError(path, f"indices below {len(ds.relpaths)} in split {name}", f"max {idx.max()}")
+        if [ds.relpaths[i] for i in idx] != list(split["images"]):
+            raise ParbenchError(
+                path, f"the same images as {ds.name} at root {ds.root}", f"other images in {name}"
+            )
+        parts[name] = idx
+    return dataclasses.replace(ds, partitions=parts)

@@ -52,13 +52,28 @@ class RunSpec:
     store: str | None = None
     quiet: bool = False
     source: str | None = None  # a reference pickle (dataset_all.pkl / pad.pkl) instead of the original files
+    split_file: str | None = None  # a split from `parbench datasets zs-split` instead of the dataset's own
 
     def key(self) -> str:
         """Identity of a run: dataset, method, backbone, weights, seed, partition and the *resolved* settings
         (so "--set epochs=3" and epochs = 3 in a file are the same run). Suites skip finished keys."""
         cfg, options = resolve_config(get_method(self.method), self.overrides)
-        blob = json.dumps([self.dataset, self.method, self.backbone, self.pretrained, self.seed, self.partition,
-                           asdict(cfg), asdict(options) if options is not None else None], default=str)  # fmt: skip
+        ident = [
+            self.dataset,
+            self.method,
+            self.backbone,
+            self.pretrained,
+            self.seed,
+            self.partition,
+            asdict(cfg),
+            asdict(options) if options is not None else None,
+        ]
+        for extra in (self.source, self.split_file):  # other data: another run (absent: keys stay as before)
+            if extra:
+                ident.append(
+                    hashlib.sha256(Path(extra).read_bytes()).hexdigest() if Path(extra).is_file() else extra
+                )
+        blob = json.dumps(ident, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -141,6 +156,10 @@ def run(spec: RunSpec) -> dict:
     main = dist.is_main()
     seed_everything(spec.seed)
     ds = load_dataset(card.name, spec.root, partition=spec.partition, source=spec.source)
+    if spec.split_file:
+        from parbench.data.audit import apply_split_file
+
+        ds = apply_split_file(ds, spec.split_file)
     device = pick_device(cfg)
     backbone = create_backbone(backbone_name, spec.pretrained, device="cpu")
     model = method.build(backbone, card, options)
