@@ -43,8 +43,8 @@ def cached_text_bank(backbone, card, templates=("{}",)) -> torch.Tensor:
     sentence costs seconds per run otherwise. Random weights ('none') are never cached: they depend on the seed."""
     import hashlib
     import json
-    import os
 
+    from parbench.atomic import save_torch
     from parbench.settings import cache_dir
 
     if backbone.pretrained in (None, "none"):
@@ -58,10 +58,7 @@ def cached_text_bank(backbone, card, templates=("{}",)) -> torch.Tensor:
         if bank.shape == (card.num_attributes, 2, backbone.embed_dim):
             return bank
     bank = text_bank(backbone.model, backbone.tokenizer, card, templates)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(bank, tmp)
-    os.replace(tmp, path)
+    save_torch(bank, path)
     return bank
 
 

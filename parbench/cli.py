@@ -257,6 +257,12 @@ def _overrides(config: Path | None, sets: list[str] | None) -> dict:
     return o
 
 
+def _print_metrics(metrics: dict) -> None:
+    for proto, mm in metrics.items():
+        out.print(f"{proto:10s} mA {100 * mm['ma']:.2f}  Acc {100 * mm['acc']:.2f}  Prec {100 * mm['prec']:.2f}  "
+                  f"Rec {100 * mm['rec']:.2f}  F1 {100 * mm['f1']:.2f}")  # fmt: skip
+
+
 @app.command("run")
 def run_cmd(
     dataset: Annotated[str, typer.Option(help="Dataset name (synthetic needs no --root).")],
@@ -310,11 +316,7 @@ def run_cmd(
         return
     if as_json:
         return _json({k: v for k, v in rec.items() if k != "config"} | {"config": rec["config"]})
-    m = rec["metrics"]
-    for proto in m:
-        mm = m[proto]
-        out.print(f"{proto:10s} mA {100 * mm['ma']:.2f}  Acc {100 * mm['acc']:.2f}  Prec {100 * mm['prec']:.2f}  "
-                  f"Rec {100 * mm['rec']:.2f}  F1 {100 * mm['f1']:.2f}")  # fmt: skip
+    _print_metrics(rec["metrics"])
     out.print(f"selected on {rec['selected_on']}; {rec['trainable_params']:,} of {rec['total_params']:,} params train; "
               f"{rec['wall_s']:.1f} s; {rec['run_dir']}")  # fmt: skip
 
@@ -352,9 +354,7 @@ def eval_cmd(
                               _overrides(None, set_), split, partition, predictions, quiet=as_json)  # fmt: skip
     if as_json:
         return _json(res)
-    for proto, mm in res["metrics"].items():
-        out.print(f"{proto:10s} mA {100 * mm['ma']:.2f}  Acc {100 * mm['acc']:.2f}  Prec {100 * mm['prec']:.2f}  "
-                  f"Rec {100 * mm['rec']:.2f}  F1 {100 * mm['f1']:.2f}")  # fmt: skip
+    _print_metrics(res["metrics"])
     out.print(f"{res['method']} ({res['format']} checkpoint) on {res['dataset']}/{res['split']}: {res['n']} images, "
               f"{res['images_per_s']:.1f} img/s on {res['device']}")  # fmt: skip
 
@@ -382,20 +382,21 @@ def predict_cmd(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Setting key=value (repeatable).")] = None,
 ) -> None:
     """Per image: every attribute's probability and decision, with the run's preprocessing."""
-    from parbench.engine.run import _progress
-    from parbench.predict import format_predictions, predict_images, write_atomic
+    from parbench.atomic import write_text
+    from parbench.engine.run import progress_bar
+    from parbench.predict import format_predictions, predict_images
 
     if (run_dir is None) == (checkpoint is None):
         raise ParbenchError(
             "predict", "exactly one of --run RUN or --checkpoint FILE", "both" if run_dir else "neither"
         )
-    progress = _progress(False)
+    progress = progress_bar(False)
     with progress:
         res = predict_images(run_dir or checkpoint, images, protocol, threshold, dataset, None, backbone, pretrained,
                              _overrides(None, set_), progress=progress)  # fmt: skip
     text = format_predictions(res, fmt)
     if output:
-        write_atomic(text, output)
+        write_text(output, text)
         err.print(f"{len(res['images'])} images -> {output}")
     else:
         sys.stdout.write(text)

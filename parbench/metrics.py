@@ -210,6 +210,15 @@ def bootstrap_samples(
     return out
 
 
+def protocol_metrics(labels: np.ndarray, probs: np.ndarray, unspecified: str = "negative") -> dict[str, dict]:
+    """Headline metrics, threshold and per-attribute mA under every protocol: what run records hold."""
+    out = {}
+    for name in PROTOCOLS:
+        m = pedestrian_metrics(labels, probs, name, unspecified=unspecified)
+        out[name] = {**m.headline(), "threshold": m.threshold, "label_ma": m.label_ma.tolist()}
+    return out
+
+
 def bootstrap_ci(
     labels: np.ndarray,
     probs: np.ndarray,

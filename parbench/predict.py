@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +93,3 @@ def format_predictions(res: dict, fmt: str) -> str:
     for img, p in zip(res["images"], probs, strict=True):
         w.writerow([img, *(f"{v:.6f}" for v in p), *(int(v > thr) for v in p)])
     return buf.getvalue()
-
-
-def write_atomic(text: str, path: str | Path) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -14,8 +14,6 @@ the same file path as any user checkpoint. It is deterministic for a given spec 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -186,7 +184,7 @@ def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None) -> dict:
 
 def ensure_weights(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None) -> Path:
     """The cached weights file for `spec`, pretraining first if it is not there yet."""
-    import torch
+    from parbench.atomic import save_torch
 
     path = weights_path(spec)
     if path.is_file():
@@ -194,15 +192,6 @@ def ensure_weights(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None) -> Pat
     if log:
         log(f"pretraining parbench-tiny on disjoint synthetic data (once; cached at {path})")
     out = pretrain(spec, log=log)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tiny-", suffix=".pt", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(
-            {"state_dict": out["state_dict"], "parbench": {"spec": asdict(spec), "history": out["history"]}},
-            tmp,
-        )
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    meta = {"spec": asdict(spec), "history": out["history"]}
+    save_torch({"state_dict": out["state_dict"], "parbench": meta}, path)
     return path

@@ -47,7 +47,7 @@ def _perm(card) -> list[int]:
     return [pos[n] for n in card.attribute_names]
 
 
-def _axis(our_key: str, tensor: torch.Tensor, A: int) -> int | None:
+def _axis(our_key: str, tensor: torch.Tensor) -> int | None:
     """Which axis of this tensor runs over attributes (None: no attribute axis)."""
     if our_key == "prompt_text_deep":
         return 2
@@ -64,7 +64,7 @@ def _reorder(our: dict[str, torch.Tensor], perm: list[int], to_ours: bool) -> di
     idx = torch.tensor(perm) if to_ours else torch.argsort(torch.tensor(perm))
     out = {}
     for k, t in our.items():
-        ax = _axis(k, t, A)
+        ax = _axis(k, t)
         if ax is not None and t.shape[ax] == A:
             t = t.index_select(ax, idx)
         if k == "fusion.linear_layer.weight":  # (A, A + L): output rows and the text-token input columns

@@ -78,9 +78,8 @@ def write_identity_split(ds, path, seed: int = 0, fractions=(0.6, 0.2, 0.2)) -> 
     """identity_split of a dataset written (atomically) as JSON: indices and image names per split, so the
     split is reproducible and portable; returns a summary. Refuses datasets without identities."""
     import json
-    import os
-    from pathlib import Path
 
+    from parbench.atomic import write_text
     from parbench.errors import ParbenchError
 
     if ds.identities is None or not (ds.identities >= 0).any():
@@ -90,10 +89,7 @@ def write_identity_split(ds, path, seed: int = 0, fractions=(0.6, 0.2, 0.2)) -> 
     splits = identity_split(ds.identities, seed, fractions)
     doc = {"format": "parbench-identity-split", "dataset": ds.name, "seed": seed, "fractions": list(fractions),
            "splits": {k: {"index": v.tolist(), "images": [ds.relpaths[i] for i in v]} for k, v in splits.items()}}  # fmt: skip
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(doc))
-    os.replace(tmp, path)
+    write_text(path, json.dumps(doc))
     return {"dataset": ds.name, "seed": seed, "output": str(path),
             "splits": {k: {"images": int(v.size), "identities": int(np.unique(ds.identities[v]).size)}
                        for k, v in splits.items()}}  # fmt: skip

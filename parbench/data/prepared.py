@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from parbench.atomic import save_npz, write_text
 from parbench.cards import Card, load_card
 from parbench.data.dataset import PARDataset
 from parbench.errors import ParbenchError
@@ -53,18 +53,6 @@ def _prepared_path(card: Card, root: Path, partition: int) -> Path:
     return cache_dir() / "prepared" / f"{safe}-p{partition}-{key}"
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_prepared(ds: PARDataset, base: Path) -> None:
     arrays = {k: getattr(ds, k) for k in _ARRAYS if getattr(ds, k) is not None}
     arrays.update({f"split_{k}": v for k, v in ds.partitions.items()})
@@ -79,13 +67,9 @@ def save_prepared(ds: PARDataset, base: Path) -> None:
         "card_version": ds.card_version,
     }
 
-    def write_npz(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-
     # arrays first, meta last: a present meta file means a complete prepared copy
-    _atomic_write(base.with_suffix(".npz"), write_npz)
-    _atomic_write(base.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(meta)))
+    save_npz(base.with_suffix(".npz"), **arrays)
+    write_text(base.with_suffix(".json"), json.dumps(meta))
 
 
 def load_prepared(base: Path) -> PARDataset | None:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 
 import numpy as np
 import torch
 import torch.nn as nn
 
+from parbench.atomic import atomic_write
 from parbench.data.torchdata import ImageSplit
 from parbench.settings import cache_dir
 
@@ -66,10 +65,11 @@ def cached_features(model, ds, idx, transform, device, cfg, key: dict, progress=
     if feats is None:
         feats = encode_split(model, ds, idx, transform, device, cfg, progress)
         if use_cache:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, feats)
-            os.replace(tmp, path)
+
+            def write(tmp: str) -> None:
+                with open(tmp, "wb") as f:  # a file object: given a name, np.save would append .npy
+                    np.save(f, feats)
+
+            atomic_write(path, write)
     labels = torch.from_numpy(ds.labels[idx].astype(np.int64))
     return torch.utils.data.TensorDataset(torch.from_numpy(feats), labels, torch.from_numpy(np.asarray(idx)))

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from parbench.atomic import save_npz
 from parbench.backbones import create_backbone
 from parbench.cards import Card, load_card
 from parbench.engine.config import TrainConfig
@@ -110,8 +111,9 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, root
     from parbench.data import load_dataset
     from parbench.data.torchdata import ImageSplit
     from parbench.data.transforms import build_transform
+    from parbench.engine.run import progress_bar
     from parbench.engine.train import epoch_loader, pick_device, predict
-    from parbench.metrics import PROTOCOLS, pedestrian_metrics
+    from parbench.metrics import protocol_metrics
 
     r = restore(checkpoint, method, dataset, backbone, pretrained, overrides)
     ds = load_dataset(r.card.name, root, partition=partition)
@@ -122,7 +124,7 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, root
     loader = epoch_loader(ImageSplit(ds, idx, build_transform(r.preprocess, False, normalization=r.normalization)),
                           r.cfg.eval_batch_size, 0, 0, r.cfg.num_workers, shuffle=False)  # fmt: skip
     t0 = time.perf_counter()
-    progress = None if quiet else _progress_bar()
+    progress = None if quiet else progress_bar(False)
     if progress:
         with progress:
             task = progress.add_task(f"eval {r.card.name}/{split}", total=len(idx))
@@ -130,23 +132,9 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, root
     else:
         probs, labels = predict(r.model, loader, device, r.cfg)
     seconds = time.perf_counter() - t0
-    metrics = {}
-    for name in PROTOCOLS:
-        m = pedestrian_metrics(labels, probs, name, unspecified=r.cfg.unspecified)
-        metrics[name] = {**m.headline(), "threshold": m.threshold, "label_ma": m.label_ma.tolist()}
+    metrics = protocol_metrics(labels, probs, r.cfg.unspecified)
     if predictions:
-        import os
-
-        path = Path(predictions)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
-        np.savez(tmp, probs=probs.astype(np.float32), labels=labels, index=idx)
-        os.replace(tmp, path)
+        save_npz(predictions, probs=probs.astype(np.float32), labels=labels, index=idx)
     return {"checkpoint": str(checkpoint), "format": r.source, "method": r.method, "dataset": r.card.name,
             "split": split, "n": int(len(idx)), "attributes": r.card.attribute_names, "metrics": metrics,
             "images_per_s": len(idx) / max(seconds, 1e-9), "device": str(device)}  # fmt: skip
-
-
-def _progress_bar():
-    from parbench.engine.run import _progress
-
-    return _progress(False)

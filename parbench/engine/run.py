@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import platform
 import subprocess
 import time
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 
 from parbench import __version__
+from parbench.atomic import save_npz, save_torch, write_text
 from parbench.backbones import create_backbone
 from parbench.cards import Card, load_card
 from parbench.data import load_dataset
@@ -31,10 +31,10 @@ from parbench.engine import dist
 from parbench.engine.config import TrainConfig, apply_overrides, config_dict, to_toml
 from parbench.engine.features import cached_features
 from parbench.engine.params import count_params, trainable_state
-from parbench.engine.train import epoch_loader, fit, pick_device, predict, save_atomic, seed_everything
+from parbench.engine.train import epoch_loader, fit, pick_device, predict, seed_everything
 from parbench.errors import ParbenchError
 from parbench.methods import MethodSpec, get_method
-from parbench.metrics import PROTOCOLS, bootstrap_ci, pedestrian_metrics
+from parbench.metrics import PROTOCOLS, bootstrap_ci, protocol_metrics
 
 
 @dataclass
@@ -128,7 +128,7 @@ def environment() -> dict:
             "gpu": gpu, "python": platform.python_version(), "host": platform.node()}  # fmt: skip
 
 
-def _progress(quiet: bool):
+def progress_bar(quiet: bool):
     """A rich progress bar on stderr: images done, images/s and ETA."""
     if quiet:
         return None
@@ -187,10 +187,10 @@ def run(spec: RunSpec) -> dict:
     if options is not None:
         resolved["options"] = asdict(options)
     if main:
-        (run_dir / "config.toml").write_text(to_toml({**resolved["run"], "train": resolved["train"],
+        write_text(run_dir / "config.toml", to_toml({**resolved["run"], "train": resolved["train"],
                                                   **({"options": resolved["options"]} if options else {})}))  # fmt: skip
 
-    progress = _progress(spec.quiet or not main)
+    progress = progress_bar(spec.quiet or not main)
     t_fit = time.perf_counter()
     with progress or _Null():
         model.to(device)
@@ -225,21 +225,18 @@ def run(spec: RunSpec) -> dict:
             eval_ips = len(test_idx) / max(time.perf_counter() - t_pred, 1e-9)
     fit_s = time.perf_counter() - t_fit
 
+    metrics = protocol_metrics(labels, probs, cfg.unspecified)
     if not main:  # only rank 0 writes; the others hand back the same metrics without a record
-        return {"run_id": run_id, "metrics": {n: pedestrian_metrics(labels, probs, n, unspecified=cfg.unspecified)
-                                              .headline() for n in PROTOCOLS}, "rank": dist.rank()}  # fmt: skip
-    np.savez(run_dir / "predictions.npz", probs=probs.astype(np.float32), labels=labels, index=test_idx)
-    save_atomic({"trainable": trainable_state(model), "config": resolved, "attributes": card.attribute_names,
+        return {"run_id": run_id, "metrics": metrics, "rank": dist.rank()}
+    save_npz(run_dir / "predictions.npz", probs=probs.astype(np.float32), labels=labels, index=test_idx)
+    save_torch({"trainable": trainable_state(model), "config": resolved, "attributes": card.attribute_names,
                  "method": method.name, "backbone": backbone.describe()}, run_dir / "trainable.pt")  # fmt: skip
     (run_dir / "last.pt").unlink(missing_ok=True)
 
-    metrics, intervals = {}, {}
-    for name in PROTOCOLS:
-        m = pedestrian_metrics(labels, probs, name, unspecified=cfg.unspecified)
-        metrics[name] = {**m.headline(), "threshold": m.threshold, "label_ma": m.label_ma.tolist()}
-        if cfg.bootstrap:
-            intervals[name] = bootstrap_ci(labels, probs, name, unspecified=cfg.unspecified, n_boot=cfg.bootstrap,
-                                           seed=spec.seed)  # fmt: skip
+    intervals = {}
+    if cfg.bootstrap:
+        intervals = {name: bootstrap_ci(labels, probs, name, unspecified=cfg.unspecified, n_boot=cfg.bootstrap,
+                                        seed=spec.seed) for name in PROTOCOLS}  # fmt: skip
     train_rows = [e for e in hist.epochs]
     ips = [e["images_per_s"] for e in train_rows[1:] or train_rows]  # skip the warm-up epoch when possible
     peak = max((e.get("peak_mem_mb", 0.0) for e in train_rows), default=0.0)
@@ -284,9 +281,7 @@ def run(spec: RunSpec) -> dict:
         "run_dir": str(run_dir),
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    tmp = run_dir / ".record.json.tmp"
-    tmp.write_text(json.dumps(record, indent=1, default=float))
-    os.replace(tmp, run_dir / "record.json")
+    write_text(run_dir / "record.json", json.dumps(record, indent=1, default=float))
     if spec.store:
         from parbench.store import Store
 

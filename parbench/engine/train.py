@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from parbench.atomic import save_torch
 from parbench.engine import dist
 from parbench.engine.config import TrainConfig
 from parbench.engine.loss import weighted_bce
@@ -162,12 +162,6 @@ def _set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
-def save_atomic(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def fit(
     model,
     train_set,
@@ -231,7 +225,7 @@ def fit(
         if write:  # checkpoint first, then the log line: a logged epoch is always a resumable one
             ck = {"epoch": epoch, "trainable": trainable_state(model), "optimizer": opt.state_dict(),
                   "history": hist.__dict__, "best_state": best_state, "rng": _rng_state()}  # fmt: skip
-            save_atomic(ck, ckpt_path)
+            save_torch(ck, ckpt_path)
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
     if best_state is not None:

@@ -8,12 +8,12 @@ import csv
 import html
 import io
 import math
-import os
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
+from parbench.atomic import write_text
 from parbench.cards import load_card
 from parbench.errors import ParbenchError
 from parbench.metrics import HEADLINE, PROTOCOLS, paired_bootstrap
@@ -202,16 +202,10 @@ def render_report(store_path: str | Path, out_dir: str | Path, protocol: str = "
     )  # fmt: skip
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _write(out / "index.html", page)
-    _write(out / "leaderboard.md", markdown(agg, protocol))
-    _write(out / "leaderboard.csv", to_csv(agg))
+    write_text(out / "index.html", page)
+    write_text(out / "leaderboard.md", markdown(agg, protocol))
+    write_text(out / "leaderboard.csv", to_csv(agg))
     return out / "index.html"
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def markdown(agg: dict[str, list[dict]], protocol: str) -> str:
