@@ -7,6 +7,7 @@ lower learning rate than the head (`encoder_lr_scale`), optionally decayed layer
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -21,22 +22,22 @@ class FinetuneOptions:
     encoder_lr_scale: float = 0.1  # encoder lr = scale * head lr
     layer_decay: float = 1.0  # < 1: layer-wise lr decay from the top block down (1.0 = off)
 
+    RANGES: ClassVar[dict] = {"encoder_lr_scale": (0.0, None), "layer_decay": (0.0, 1.0)}
+
 
 class Finetune(nn.Module):
     def __init__(self, backbone, num_attributes: int, options: FinetuneOptions):
         super().__init__()
-        self.clip = backbone.model
-        freeze(self.clip)
-        freeze(self.clip.visual, trainable=True)  # the text tower is unused and stays frozen
+        self.visual = freeze(backbone.model.visual, trainable=True)  # the text tower is never run: not kept
         self.head = AttributeHead(backbone.embed_dim, num_attributes)
         self.num_attributes = num_attributes
         self.options = options
 
     def forward(self, images: torch.Tensor) -> dict:
-        return {"logits": self.head(encode_image(self.clip, images).float())}
+        return {"logits": self.head(encode_image(self.visual, images).float())}
 
     def param_groups(self, cfg) -> list[dict]:
-        visual = self.clip.visual
+        visual = self.visual
         blocks = list(visual.transformer.resblocks)
         depth = len(blocks)
         groups = [{"name": "head", "params": list(self.head.parameters()), "lr": cfg.lr,

@@ -17,6 +17,7 @@ class AttributeHead(nn.Module):
         return self.fc(x)
 
 
-def encode_image(clip_model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """CLIP's pooled, projected image embedding (B, D), not normalised."""
-    return clip_model.encode_image(images, normalize=False)
+def encode_image(visual: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """CLIP's pooled, projected image embedding (B, D), not normalised: open_clip's `CLIP.encode_image`
+    without its text tower, which the image baselines never run (and so neither keep nor count)."""
+    return visual(images)

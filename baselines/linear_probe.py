@@ -13,13 +13,13 @@ from parbench.methods import MethodSpec
 class LinearProbe(nn.Module):
     def __init__(self, backbone, num_attributes: int):
         super().__init__()
-        self.clip = freeze(backbone.model)
+        self.visual = freeze(backbone.model.visual)  # the image tower only: the text tower is never run
         self.head = AttributeHead(backbone.embed_dim, num_attributes)
         self.num_attributes = num_attributes
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return encode_image(self.clip, images).float()
+        return encode_image(self.visual, images).float()
 
     def forward(self, images: torch.Tensor) -> dict:
         return {"logits": self.head(self.encode(images))}

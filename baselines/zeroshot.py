@@ -40,18 +40,16 @@ def text_bank(clip_model, tokenizer, card, templates=("{}",), device="cpu") -> t
 
 def cached_text_bank(backbone, card, templates=("{}",)) -> torch.Tensor:
     """text_bank, computed once per (weights, card, templates) and kept on disk: a ViT-L text tower over every
-    sentence costs seconds per run otherwise. Random weights ('none') are never cached: they depend on the seed."""
+    sentence costs seconds per run otherwise. Random weights are keyed by the seed that drew them."""
     import hashlib
     import json
 
     from parbench.atomic import save_torch
     from parbench.settings import cache_dir
 
-    if backbone.pretrained in (None, "none"):
-        return text_bank(backbone.model, backbone.tokenizer, card, templates)
     key = json.dumps(
         [backbone.describe(), card.name, card.sha256, list(templates)], sort_keys=True, default=str
-    )
+    )  # describe(): weights by content, random weights by their seed, the activation
     path = cache_dir() / "text" / f"{card.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     if path.is_file():
         bank = torch.load(path, map_location="cpu", weights_only=True)
@@ -67,7 +65,11 @@ class ZeroShot(nn.Module):
         super().__init__()
         self.clip = freeze(backbone.model)
         self.num_attributes = card.num_attributes
-        self.register_buffer("bank", cached_text_bank(backbone, card, options.templates))
+        if backbone.model.logit_scale.is_meta:  # counting parameters on the meta device: no text to encode
+            bank = torch.empty(card.num_attributes, 2, backbone.embed_dim, device="meta")
+        else:
+            bank = cached_text_bank(backbone, card, options.templates)
+        self.register_buffer("bank", bank)
 
     def forward(self, images: torch.Tensor) -> dict:
         f = F.normalize(self.clip.encode_image(images).float(), dim=-1)  # (B, D)

@@ -1,5 +1,6 @@
 """Atomic writes: a temporary file beside the target, then a rename, so a reader never sees half a file and a
-killed process leaves the old file (or none), never a truncated one."""
+killed process leaves the old file (or none), never a truncated one. The file gets the permissions any new file
+would (0666 less the umask), not the temporary file's private 0600, so a shared results folder stays readable."""
 
 from __future__ import annotations
 
@@ -18,10 +19,17 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -4,12 +4,22 @@ A backbone is an open_clip model name plus `pretrained`: an open_clip tag (e.g. 
 weights are in the local cache or can be downloaded), a path to a checkpoint file (open_clip format, a plain
 state dict, or OpenAI's JIT `.pt`), or "none" for random weights, which must be asked for explicitly. The
 tiny configs in parbench/model_configs/ register through the same open_clip mechanism.
+
+The MLP activation is decided by where the weights come from, never guessed: OpenAI's CLIP (every `openai`
+tag, an OpenAI JIT archive, the CLIP inside a PromptPAR reference checkpoint) uses QuickGELU, and open_clip
+builds `ViT-L-14` with nn.GELU unless told otherwise (it only warns). A tag takes its pretrained config's
+`quick_gelu`; a JIT archive is QuickGELU; a plain state-dict file takes the model name's (open_clip's own
+`ViT-L-14-quickgelu` for OpenAI weights). The activation actually built is read back off the model and
+recorded with every run.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 import zipfile
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,16 +31,19 @@ TINY = "parbench-tiny"
 DEFAULT_PRETRAINED = {TINY: "none"}  # tiny configs have no weights anywhere
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+INTERPOLATIONS = ("bicubic", "bilinear")
 
 
 @dataclass(frozen=True)
 class Preprocess:
-    """Preprocessing that travels with the weights; the run record stores the values actually used."""
+    """Preprocessing that travels with the weights (then the method's and the user's settings); the run record
+    stores the values actually used."""
 
     size: tuple[int, int] = (224, 224)
     mean: tuple[float, float, float] = OPENAI_MEAN
     std: tuple[float, float, float] = OPENAI_STD
     interpolation: str = "bicubic"
+    letterbox: bool = False  # keep the aspect ratio, centre, pad with black (PromptPAR's Pad_datasets)
 
 
 @dataclass
@@ -41,9 +54,19 @@ class Backbone:
     preprocess: Preprocess
     tokenizer: Any
     embed_dim: int
+    activation: str = "gelu"  # "quickgelu" or "gelu", read off the built model
+    weights_sha256: str = ""  # content hash of a weights file ("" for tags and random weights)
+    seed: int | None = None  # the seed random ('none') weights were drawn with
 
     def describe(self) -> dict:
-        return {"name": self.name, "pretrained": self.pretrained, "preprocess": asdict(self.preprocess)}
+        """Everything that decides the backbone's outputs: what caches and run keys are made of."""
+        out = {"name": self.name, "pretrained": self.pretrained, "activation": self.activation,
+               "preprocess": asdict(self.preprocess)}  # fmt: skip
+        if self.weights_sha256:
+            out["weights_sha256"] = self.weights_sha256
+        if self.pretrained == "none":
+            out["seed"] = self.seed
+        return out
 
 
 _registered = False
@@ -77,7 +100,10 @@ def load_weights_file(path: Path) -> tuple[dict, bool]:
     import torch
 
     if _is_jit_archive(path):
-        sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+        try:
+            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+        except RuntimeError as e:
+            raise ParbenchError(path, "an OpenAI CLIP TorchScript archive", str(e).splitlines()[0]) from None
         for k in ("input_resolution", "context_length", "vocab_size"):
             sd.pop(k, None)
         return {k: v.float() for k, v in sd.items()}, True
@@ -85,11 +111,11 @@ def load_weights_file(path: Path) -> tuple[dict, bool]:
         ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # not a torch file, or it holds objects that weights_only refuses
         raise ParbenchError(
-            path, "a CLIP checkpoint (open_clip state dict or OpenAI JIT .pt)", str(e)
+            path, "a CLIP checkpoint (open_clip state dict or OpenAI JIT .pt)", str(e).splitlines()[0][:200]
         ) from None
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(sd, dict):
-        raise ParbenchError(path, "a state dict", type(ckpt).__name__)
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise ParbenchError(path, "a state dict of tensors", type(ckpt).__name__)
     if sd and next(iter(sd)).startswith("module."):
         sd = {k[7:]: v for k, v in sd.items()}
     return sd, False
@@ -107,10 +133,39 @@ def _preprocess_of(model: Any) -> Preprocess:
     )
 
 
+def activation_of(model: Any) -> str:
+    """The MLP activation the built model really uses (not what a config says)."""
+    import open_clip
+
+    quick = any(isinstance(m, open_clip.transformer.QuickGELU) for m in model.modules())
+    return "quickgelu" if quick else "gelu"
+
+
 def _log(msg: str) -> None:
     import sys
 
     print(msg, file=sys.stderr, flush=True)
+
+
+class _DropRandomInitNotice(logging.Filter):
+    """open_clip logs "No pretrained weights loaded ... initialized randomly" whenever parbench builds the
+    architecture and then loads the weights itself (files, tiny weights); parbench records what it loaded."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "No pretrained weights loaded" not in record.getMessage()
+
+
+@contextmanager
+def _quiet_open_clip():
+    flt = _DropRandomInitNotice()
+    root = logging.getLogger()
+    root.addFilter(flt)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        root.removeFilter(flt)
 
 
 def resolve_pretrained(name: str, pretrained: str | None) -> str:
@@ -125,6 +180,31 @@ def resolve_pretrained(name: str, pretrained: str | None) -> str:
     return pretrained
 
 
+def _openai_uses_quickgelu(name: str) -> bool:
+    import open_clip
+
+    cfg = open_clip.get_pretrained_cfg(name, "openai") or {}
+    return bool(cfg.get("quick_gelu"))
+
+
+def _create(name: str, quick_gelu: bool, seed: int | None, **kw: Any) -> Any:
+    """open_clip.create_model with the activation forced to `quick_gelu`; random init drawn from its own
+    generator seeded with `seed`, so building a backbone never moves the caller's global RNG."""
+    import open_clip
+    import torch
+
+    with torch.random.fork_rng(devices=[]), _quiet_open_clip() as caught:
+        torch.manual_seed(0 if seed is None else seed)
+        act = {"force_quick_gelu": True} if quick_gelu else {"quick_gelu": False}  # the final config's value
+        model = open_clip.create_model(name, **act, **kw)
+    for w in caught:
+        if "QuickGELU mismatch" in str(
+            w.message
+        ):  # open_clip only warns; a wrong activation is an error here
+            raise ParbenchError(f"backbone {name}", "an activation that matches the weights", str(w.message))
+    return model
+
+
 def create_backbone(
     name: str,
     pretrained: str | None = None,
@@ -132,10 +212,15 @@ def create_backbone(
     device: str = "cpu",
     precision: str = "fp32",
     meta: bool = False,
+    quick_gelu: bool | None = None,
+    seed: int = 0,
 ) -> Backbone:
     """Build an open_clip model with its weights, preprocessing and tokenizer.
 
     `meta=True` builds on torch's meta device (no memory, no weights): for counting parameters.
+    `quick_gelu` forces the activation where the caller knows the weights' origin (PromptPAR reference
+    checkpoints hold OpenAI CLIP); otherwise it follows the weights (see the module docstring).
+    `seed` draws random ('none') weights; it is part of the backbone's identity.
     """
     import open_clip
     import torch
@@ -150,17 +235,31 @@ def create_backbone(
         )
     pretrained = resolve_pretrained(name, pretrained)
     tags = open_clip.list_pretrained_tags_by_model(name)
+    config_qg = bool(open_clip.get_model_config(name).get("quick_gelu", False))
+    digest = ""
     if meta:
-        cfg = open_clip.get_model_config(name)
-        with torch.device("meta"):
+        cfg = {
+            **open_clip.get_model_config(name),
+            "quick_gelu": config_qg if quick_gelu is None else quick_gelu,
+        }
+        with torch.device(
+            "meta"
+        ):  # QuickGELU modules on the meta device are still QuickGELU: read back below
             model = open_clip.model.CLIP(**cfg)
     elif pretrained == "none":
-        model = open_clip.create_model(name, pretrained=None, precision=precision, device=device)
+        qg = config_qg if quick_gelu is None else quick_gelu
+        model = _create(name, qg, seed, pretrained=None, precision=precision, device=device)
     elif pretrained in tags:
+        tag_qg = bool((open_clip.get_pretrained_cfg(name, pretrained) or {}).get("quick_gelu", False))
+        if config_qg and not tag_qg:
+            raise ParbenchError(f"backbone {name} pretrained '{pretrained}'",
+                                "a GELU model name for weights trained with GELU (drop '-quickgelu')",
+                                "a QuickGELU config")  # fmt: skip
         try:
-            model = open_clip.create_model(
-                name, pretrained=pretrained, precision=precision, device=device, require_pretrained=True
-            )
+            model = _create(name, tag_qg if quick_gelu is None else quick_gelu, seed, pretrained=pretrained,
+                            precision=precision, device=device, require_pretrained=True)  # fmt: skip
+        except ParbenchError:
+            raise
         except Exception as e:  # download refused/offline or a corrupt cache entry
             cache = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
             raise ParbenchError(
@@ -173,12 +272,18 @@ def create_backbone(
         from parbench.tiny_pretrain import ensure_weights
 
         path = str(ensure_weights(log=_log))
-        return create_backbone(name, path, device=device, precision=precision)
+        return create_backbone(name, path, device=device, precision=precision, quick_gelu=quick_gelu)
     elif Path(pretrained).is_file():
+        from parbench.hashing import file_sha256
+
         sd, jit = load_weights_file(Path(pretrained))
-        model = open_clip.create_model(
-            name, pretrained=None, precision="fp32", device="cpu", force_quick_gelu=jit
-        )
+        qg = True if jit else config_qg  # OpenAI's JIT archives are always QuickGELU
+        if quick_gelu is not None:
+            qg = quick_gelu
+        elif not qg and _openai_uses_quickgelu(name):
+            _log(f"note: {name} builds with GELU; if {Path(pretrained).name} holds OpenAI CLIP weights (QuickGELU), "
+                 f"use --backbone {name}-quickgelu")  # fmt: skip
+        model = _create(name, qg, seed, pretrained=None, precision="fp32", device="cpu")
         missing, unexpected = model.load_state_dict(sd, strict=False)
         missing = [k for k in missing if k != "attn_mask" and not k.endswith(".attn_mask")]
         if missing or unexpected:
@@ -188,6 +293,7 @@ def create_backbone(
                 f"{len(missing)} missing (e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]})",
             )
         model = model.to(device)
+        digest = file_sha256(pretrained)
     else:
         known = [*tags, "synthetic"] if name == TINY else tags
         raise ParbenchError(
@@ -197,4 +303,5 @@ def create_backbone(
         )
     tokenizer = open_clip.get_tokenizer(name) if not meta else None
     embed_dim = int(model.text_projection.shape[1]) if model.text_projection is not None else 0
-    return Backbone(name, pretrained, model, _preprocess_of(model), tokenizer, embed_dim)
+    return Backbone(name, pretrained, model, _preprocess_of(model), tokenizer, embed_dim, activation_of(model), digest,
+                    seed if pretrained == "none" else None)  # fmt: skip

@@ -6,6 +6,7 @@ Heavy imports (torch, open_clip) happen inside the commands that need them.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -316,9 +317,12 @@ def run_cmd(
         return
     if as_json:
         return _json({k: v for k, v in rec.items() if k != "config"} | {"config": rec["config"]})
+    if rec.get("reused"):
+        err.print(f"finished earlier (same settings and data): {rec['run_dir']}; remove that folder to run it "
+                  "again", markup=False, highlight=False)  # fmt: skip
     _print_metrics(rec["metrics"])
     out.print(f"selected on {rec['selected_on']}; {rec['trainable_params']:,} of {rec['total_params']:,} params train; "
-              f"{rec['wall_s']:.1f} s; {rec['run_dir']}")  # fmt: skip
+              f"{rec['wall_s']:.1f} s; {rec['run_dir']}", highlight=False)  # fmt: skip
 
 
 @app.command("eval")
@@ -328,35 +332,90 @@ def eval_cmd(
         str | None, typer.Option(help="Dataset (default: the run's; required for reference files).")
     ] = None,
     method: Annotated[
-        str | None, typer.Option(help="Method (default: the run's; promptpar for reference files).")
+        str | None, typer.Option(help="Method (default: the run's; read off a reference file).")
     ] = None,
-    root: Annotated[Path | None, typer.Option(help="Dataset folder (or set it once in the config).")] = None,
+    root: Annotated[
+        Path | None, typer.Option(help="Dataset folder (default: the run's, or the config).")
+    ] = None,
     backbone: Annotated[
-        str | None, typer.Option(help="open_clip model name (default: the run's / ViT-L-14).")
+        str | None,
+        typer.Option(help="open_clip model name (default: the run's / read off a reference file)."),
     ] = None,
     pretrained: Annotated[
-        str | None, typer.Option(help="Backbone weights for a parbench checkpoint.")
+        str | None, typer.Option(help="Backbone weights for a parbench checkpoint (default: the run's).")
     ] = None,
     split: Annotated[
         str | None, typer.Option(help="Split to evaluate (default: the card's test split).")
     ] = None,
-    partition: Annotated[int, typer.Option(help="Random partition (0-4).")] = 0,
+    partition: Annotated[
+        int | None, typer.Option(help="Random partition (default: the run's own, else 0).")
+    ] = None,
+    split_file: Annotated[
+        Path | None, typer.Option(help="A `datasets zs-split` file (default: the run's own, if it had one).")
+    ] = None,
+    from_pickle: Annotated[
+        Path | None, typer.Option(help="A reference pickle as the data source (default: the run's own).")
+    ] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Setting key=value (repeatable).")] = None,
     predictions: Annotated[
         Path | None, typer.Option(help="Write probabilities and labels to this .npz.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print only a JSON object.")] = False,
 ) -> None:
-    """Evaluate a trained checkpoint (parbench's, or PromptPAR's released/reference files) on a dataset."""
+    """Evaluate a trained checkpoint (parbench's, or PromptPAR's released/reference files) on a dataset.
+
+    A run is evaluated on its own data (partition, split file, source) unless another is asked for; a
+    reference file's options are read off its tensors, and what could not be read is printed with its default."""
     from parbench.engine.restore import evaluate_checkpoint
 
     res = evaluate_checkpoint(checkpoint, dataset, str(root) if root else None, method, backbone, pretrained,
-                              _overrides(None, set_), split, partition, predictions, quiet=as_json)  # fmt: skip
+                              _overrides(None, set_), split, partition, predictions, quiet=as_json,
+                              split_file=str(split_file) if split_file else None,
+                              source=str(from_pickle) if from_pickle else None)  # fmt: skip
     if as_json:
         return _json(res)
+    _print_inferred(res)
     _print_metrics(res["metrics"])
     out.print(f"{res['method']} ({res['format']} checkpoint) on {res['dataset']}/{res['split']}: {res['n']} images, "
-              f"{res['images_per_s']:.1f} img/s on {res['device']}")  # fmt: skip
+              f"{res['images_per_s']:.1f} img/s on {res['device']}", highlight=False)  # fmt: skip
+
+
+def _print_inferred(res: dict) -> None:
+    """What eval took from where: the run's own data, or a reference file's inferred options."""
+    d = res["data"]
+    if res["data_from_run"]:
+        got = ", ".join(f"{k} {d[k]}" for k in res["data_from_run"])
+        err.print(f"data: the run's own ({got}); pass --partition / --split-file / --from-pickle / --root to "
+                  "evaluate elsewhere", markup=False, highlight=False)  # fmt: skip
+    if d.get("limit"):
+        err.print(f"data: the run's first {d['limit']} {res['split']} images (a smoke run: limit={d['limit']})",
+                  markup=False, highlight=False)  # fmt: skip
+    inf = res.get("inferred")
+    if not inf:
+        return
+    say = lambda text: err.print(text, markup=False, highlight=False)
+    say(
+        "read off the checkpoint's tensors: "
+        + ", ".join(f"{k}={v}" for k, v in inf["read_off_tensors"].items())
+    )
+    say(f"backbone: {inf['backbone']} ({inf['activation']}: the reference's CLIP is OpenAI's code)")
+    say(
+        "not in the tensors, taken as defaults (--set key=value to change): "
+        + ", ".join(f"{k}={v}" for k, v in inf["defaults"].items())
+    )
+    if inf["overrides"]:
+        say("set by you: " + ", ".join(f"{k}={v}" for k, v in inf["overrides"].items()))
+    p = inf["preprocess"]
+    norm = "mean=std=0.5" if tuple(p["mean"]) == (0.5, 0.5, 0.5) else f"mean {tuple(p['mean'])}"
+    say(
+        f"preprocessing: resize to {p['size'][0]}x{p['size'][1]} {p['interpolation']}, {norm}, letterbox "
+        + (
+            "on"
+            if p["letterbox"]
+            else "off (the reference expects pre-padded Pad_datasets images; "
+            "--set letterbox=true pads raw images on the fly)"
+        )
+    )
 
 
 @app.command("predict")
@@ -383,8 +442,8 @@ def predict_cmd(
 ) -> None:
     """Per image: every attribute's probability and decision, with the run's preprocessing."""
     from parbench.atomic import write_text
-    from parbench.engine.run import progress_bar
     from parbench.predict import format_predictions, predict_images
+    from parbench.progress import progress_bar
 
     if (run_dir is None) == (checkpoint is None):
         raise ParbenchError(
@@ -512,7 +571,7 @@ def runs_list(
 
     if not store.is_file():
         raise ParbenchError(store, "a results store", "no such file")
-    rows = [r for r in Store(store).table() if r["protocol"] == protocol]
+    rows = [r for r in Store(store, create=False).table() if r["protocol"] == protocol]
     if as_json:
         return _json(rows)
     t = Table("dataset", "method", "backbone", "seed", "mA", "F1", "trainable", "selected on", "run")
@@ -533,7 +592,7 @@ def runs_export(
 
     from parbench.store import Store
 
-    df = pd.DataFrame(Store(store).table())
+    df = pd.DataFrame(Store(store, create=False).table())
     if fmt == "csv":
         df.to_csv(output, index=False)
     elif fmt == "parquet":
@@ -559,19 +618,51 @@ def store_merge(
     out.print(f"merged {n} runs into {target}")
 
 
+class _Terminated(BaseException):
+    """SIGTERM (a scheduler's stop, `kill`): unwinds like Ctrl-C so atomic writes finish or leave nothing."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
+def _interrupted(code: int) -> None:
+    """One line saying what survives: a run's last finished epoch, resumable with the same command."""
+    args = sys.argv[1:]
+    cmd = "parbench " + " ".join(shlex.quote(a) for a in args)
+    if "run" in args and "--resume" not in args:
+        hint = f"resume with: {cmd} --resume"
+    elif "run" in args:
+        hint = f"resume with: {cmd}"
+    elif {"suite", "demo"} & set(args):
+        hint = f"continue with: {cmd} (finished runs are skipped, an interrupted one resumes)"
+    else:
+        hint = "nothing was left half-written"
+    err.print(f"interrupted; {hint}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
 def main() -> None:
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app(standalone_mode=False)
     except ParbenchError as e:
         if STATE["debug"]:
             raise
-        err.print(f"[red]error:[/] {e}", highlight=False)
+        # one line, as it is: no markup parsing of paths like [roots], no wrapping of long paths
+        err.print(f"error: {e}", style="red", markup=False, highlight=False, soft_wrap=True)
         sys.exit(1)
     except typer.Exit as e:
         sys.exit(e.exit_code)
-    except typer.Abort:
-        sys.exit(130)
+    except KeyboardInterrupt:
+        _interrupted(130)
+    except _Terminated:
+        _interrupted(143)
     except Exception as e:  # usage errors (typer vendors its own click, so match by behaviour, not class)
+        if type(e).__name__ == "Abort":  # click turns Ctrl-C into Abort
+            _interrupted(130)
         if callable(getattr(e, "show", None)) and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)

@@ -20,3 +20,12 @@ class ParbenchError(Exception):
         if found is not None:
             parts.append(f"; found {found}")
         super().__init__("".join(parts))
+
+
+class Diverged(ParbenchError):
+    """Training produced a non-finite loss: the run stops and is recorded as failed, never scored."""
+
+    def __init__(self, epoch: int, step: int, loss: float, where: str | None = None):
+        self.epoch, self.step, self.loss = epoch, step, loss
+        super().__init__(where or "training", "a finite loss (lower the learning rate?)",
+                         f"loss {loss} at epoch {epoch}, step {step}")  # fmt: skip

@@ -39,12 +39,13 @@ class _SizedCard:
 def method_info(
     method: str, backbone: str, dataset: str | None, num_attributes: int | None, overrides: dict
 ) -> dict:
+    """Parameter counts of a method's model as a run builds it (the modules it runs; the image tower apart)."""
     import torch
 
     from parbench.backbones import create_backbone
     from parbench.cards import load_card
+    from parbench.engine.config import resolve_config
     from parbench.engine.params import count_params
-    from parbench.engine.run import resolve_config
     from parbench.methods import get_method
 
     spec = get_method(method)
@@ -56,14 +57,13 @@ def method_info(
         )
     else:
         raise ParbenchError("methods info", "--dataset NAME or --num-attributes K", "neither")
-    _, options = resolve_config(
-        spec, {**overrides, **({"fusion_init": "random"} if spec.name == "promptpar" else {})}
-    )
+    _, options = resolve_config(spec, {**overrides, **spec.meta_overrides})
     bb = create_backbone(backbone, "none", meta=True)
     with torch.device("meta"):
         model = spec.build(bb, card, options)
     total, trainable = count_params(model)
+    tower = sum(p.numel() for p in bb.model.visual.parameters())
     return {"method": spec.name, "backbone": backbone, "num_attributes": card.num_attributes,
             "dataset": getattr(card, "name", None), "total_params": total, "trainable_params": trainable,
-            "trainable_pct": 100.0 * trainable / max(total, 1),
-            "options": overrides}  # fmt: skip
+            "trainable_pct": 100.0 * trainable / max(total, 1), "image_tower_params": tower,
+            "activation": bb.activation, "options": overrides}  # fmt: skip

@@ -39,41 +39,31 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
 def predict_images(checkpoint: str | Path, images: list[str | Path], protocol: str = "promptpar",
                    threshold: float | None = None, dataset: str | None = None, method: str | None = None,
                    backbone: str | None = None, pretrained: str | None = None,
-                   overrides: dict[str, Any] | None = None, batch_size: int = 32, progress=None) -> dict:  # fmt: skip
-    """{"attributes", "threshold", "images": [path...], "probs": (N, K) array} for the given images."""
-    import torch
-    from PIL import Image
-
-    from parbench.data.transforms import build_transform
+                   overrides: dict[str, Any] | None = None, progress=None) -> dict:  # fmt: skip
+    """{"attributes", "threshold", "images": [path...], "probs": (N, K) array} for the given images, through
+    the same prediction path (preprocessing, batches, model) as the run's own evaluation."""
+    from parbench.data.dataset import PARDataset
+    from parbench.engine.evaluate import predict_split
     from parbench.engine.restore import restore
-    from parbench.engine.train import autocast, pick_device
+    from parbench.engine.train import pick_device
     from parbench.metrics import PROTOCOLS
 
     if protocol not in PROTOCOLS:
         raise ParbenchError("--protocol", f"one of {', '.join(PROTOCOLS)}", repr(protocol))
-    files = collect_images(images)
+    if threshold is not None and not (0.0 <= threshold <= 1.0):
+        raise ParbenchError("--threshold", "a probability in [0, 1]", repr(threshold))
+    files = [f.resolve() for f in collect_images(images)]
     r = restore(checkpoint, method, dataset, backbone, pretrained, overrides)
-    device = pick_device(r.cfg)
-    r.model.to(device).eval()
-    transform = build_transform(r.preprocess, False, normalization=r.normalization)
-    probs = []
-    task = progress.add_task("predict", total=len(files)) if progress else None
-    with torch.no_grad():
-        for start in range(0, len(files), batch_size):
-            batch = []
-            for f in files[start : start + batch_size]:
-                try:
-                    batch.append(transform(Image.open(f).convert("RGB")))
-                except OSError as e:
-                    raise ParbenchError(f, "a readable image", f"{type(e).__name__}: {e}") from None
-            with autocast(device, r.cfg):
-                out = r.model(torch.stack(batch).to(device))
-            probs.append(torch.sigmoid(out["logits"].float()).cpu().numpy())
-            if progress:
-                progress.advance(task, len(batch))
+    k = r.card.num_attributes
+    ds = PARDataset(name="predict", attributes=r.card.attribute_names, labels=np.zeros((len(files), k), np.uint8),
+                    relpaths=[str(f.relative_to(f.anchor)) for f in files], root=Path(files[0].anchor),
+                    partitions={"predict": np.arange(len(files))})  # fmt: skip
+    probs, _ = predict_split(
+        r.built, ds, ds.partition("predict"), pick_device(r.built.cfg), progress, use_cache=False
+    )
     thr = PROTOCOLS[protocol].threshold if threshold is None else threshold
-    return {"attributes": list(r.card.attribute_names), "threshold": float(thr), "method": r.method,
-            "dataset": r.card.name, "images": [str(f) for f in files], "probs": np.concatenate(probs)}  # fmt: skip
+    return {"attributes": list(r.card.attribute_names), "threshold": float(thr), "method": r.built.method.name,
+            "dataset": r.card.name, "images": [str(f) for f in files], "probs": probs}  # fmt: skip
 
 
 def format_predictions(res: dict, fmt: str) -> str:

@@ -1,8 +1,14 @@
-"""The results store: one SQLite file (standard library), safe for several writers at once.
+"""The results store: one SQLite file (standard library), safe for several writers on one machine.
 
-WAL mode, a busy timeout and `BEGIN IMMEDIATE` writes let parallel runs (suite shards, torchrun ranks, Slurm
-arrays) share one file without losing rows. Each run keeps its full record (JSON), headline metrics per
-protocol, per-attribute mA and its test predictions, so the report can rescore and pair-bootstrap later.
+WAL mode, a busy timeout and `BEGIN IMMEDIATE` writes let parallel runs on one machine (suite shards,
+local-parallel jobs, torchrun rank 0s) share one file without losing rows. WAL needs shared memory between the
+writers, which network filesystems (NFS, Lustre, most cluster home folders) do not provide: jobs on several
+machines must each write their own store file and merge them (`parbench store merge`, `suite --collect`).
+
+Each run keeps its full record (JSON), its status (finished, or failed: a diverged run is stored, never
+scored), headline metrics per protocol, per-attribute mA and its test predictions, so the report can rescore
+and pair-bootstrap later. Opening a path that is not a store, or a store that cannot be written, is one clear
+error at open time, not a traceback after training.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import numpy as np
 
 from parbench.errors import ParbenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE IF NOT EXISTS runs (
@@ -34,15 +40,39 @@ MIGRATIONS: dict[int, str] = {
     CREATE TABLE IF NOT EXISTS predictions (run_id TEXT PRIMARY KEY, npz BLOB);
     CREATE INDEX IF NOT EXISTS runs_by_key ON runs(key);
     """,
+    2: """
+    ALTER TABLE runs ADD COLUMN status TEXT NOT NULL DEFAULT 'finished';
+    ALTER TABLE runs ADD COLUMN group_key TEXT;
+    """,
 }
 
 
 class Store:
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, create: bool = True):
+        """`create=False` for reading: a missing file is an error (a mistyped --store never makes an empty one)."""
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as con:
-            self._migrate(con)
+        if self.path.is_dir():
+            raise ParbenchError(self.path, "a results store file (.sqlite)", "a folder")
+        if not create and not self.path.is_file():
+            raise ParbenchError(self.path, "an existing results store", "no such file")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as con:
+                self._migrate(con)
+        except sqlite3.DatabaseError as e:
+            raise self._error(e) from None
+        except OSError as e:
+            raise ParbenchError(
+                self.path, "a writable folder for the results store", e.strerror or str(e)
+            ) from None
+
+    def _error(self, e: sqlite3.Error) -> ParbenchError:
+        msg = str(e)
+        if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
+            return ParbenchError(self.path, "a writable results store (file and folder)", msg)
+        if "disk" in msg and "full" in msg:
+            return ParbenchError(self.path, "free disk space for the results store", msg)
+        return ParbenchError(self.path, "a parbench results store (SQLite)", msg)
 
     def _connect(self) -> sqlite3.Connection:
         con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
@@ -67,29 +97,42 @@ class Store:
             con.execute("ROLLBACK")
             raise
 
+    def _read(self, sql: str, args: tuple = (), rows: bool = False) -> list:
+        try:
+            with self._connect() as con:
+                if rows:
+                    con.row_factory = sqlite3.Row
+                return con.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise self._error(e) from None
+
     def add_run(
         self, record: dict, probs: np.ndarray | None = None, labels: np.ndarray | None = None
     ) -> None:
+        """Insert or replace a run: a finished one with its metrics and predictions, a failed one alone."""
         buf = None
         if probs is not None:
             b = io.BytesIO()
             np.savez_compressed(b, probs=probs.astype(np.float32), labels=labels)
             buf = b.getvalue()
         r = record
+        status = r.get("status", "finished")
         for attempt in range(20):  # BEGIN IMMEDIATE may still see SQLITE_BUSY under heavy contention
             try:
                 with self._connect() as con:
                     con.execute("BEGIN IMMEDIATE")
+                    for table in ("metrics", "attribute_metrics", "predictions"):
+                        con.execute(f"DELETE FROM {table} WHERE run_id = ?", (r["run_id"],))
                     con.execute(
-                        "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (r["run_id"], r.get("key"), r["dataset"], r["method"], r["backbone"], r.get("pretrained"),
                          r["seed"], r.get("partition", 0), int(bool(r.get("smoke"))), r.get("selected_on"),
                          r.get("total_params"), r.get("trainable_params"), r.get("wall_s"),
                          r.get("train_images_per_s"), r.get("peak_mem_mb"), r.get("finished"),
-                         json.dumps(r, default=float)),
+                         json.dumps(r, default=float), status, r.get("group_key")),
                     )  # fmt: skip
                     groups = r.get("groups", {})
-                    for proto, m in r["metrics"].items():
+                    for proto, m in (r.get("metrics") or {}).items():
                         con.execute(
                             "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?,?)",
                             (r["run_id"], proto, m["ma"], m["acc"], m["prec"], m["rec"], m["f1"], m.get("threshold"),
@@ -104,50 +147,53 @@ class Store:
                 return
             except sqlite3.OperationalError as e:
                 if "locked" not in str(e) and "busy" not in str(e):
-                    raise
+                    raise self._error(e) from None
                 time.sleep(0.05 * (attempt + 1))
+            except sqlite3.DatabaseError as e:
+                raise self._error(e) from None
         raise ParbenchError(self.path, "a writable store", "busy after 20 attempts")
 
-    def records(self, include_smoke: bool = True) -> list[dict]:
-        with self._connect() as con:
-            rows = con.execute(
-                "SELECT record, smoke FROM runs ORDER BY dataset, method, backbone, seed"
-            ).fetchall()
-        return [json.loads(rec) for rec, smoke in rows if include_smoke or not smoke]
+    def records(self, include_smoke: bool = True, status: str | None = "finished") -> list[dict]:
+        """Run records in a stable order; `status=None` for every status."""
+        rows = self._read(
+            "SELECT record, smoke, status FROM runs ORDER BY dataset, method, backbone, seed, run_id"
+        )
+        return [json.loads(rec) for rec, smoke, st in rows
+                if (include_smoke or not smoke) and (status is None or st == status)]  # fmt: skip
 
     def keys(self) -> set[str]:
-        with self._connect() as con:
-            return {k for (k,) in con.execute("SELECT key FROM runs")}
+        """Identities already recorded (finished or failed): a suite does not run them again."""
+        return {k for (k,) in self._read("SELECT key FROM runs")}
+
+    def has_key(self, key: str | None) -> bool:
+        return bool(self._read("SELECT 1 FROM runs WHERE key = ? LIMIT 1", (key,)))
 
     def count(self) -> int:
-        with self._connect() as con:
-            return con.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+        return self._read("SELECT COUNT(*) FROM runs")[0][0]
 
     def predictions(self, run_id: str) -> tuple[np.ndarray, np.ndarray] | None:
-        with self._connect() as con:
-            row = con.execute("SELECT npz FROM predictions WHERE run_id = ?", (run_id,)).fetchone()
-        if row is None:
+        rows = self._read("SELECT npz FROM predictions WHERE run_id = ?", (run_id,))
+        if not rows:
             return None
-        with np.load(io.BytesIO(row[0]), allow_pickle=False) as z:
+        with np.load(io.BytesIO(rows[0][0]), allow_pickle=False) as z:
             return z["probs"], z["labels"]
 
     def table(self) -> list[dict[str, Any]]:
-        """One flat row per (run, protocol), for listing and export."""
-        with self._connect() as con:
-            con.row_factory = sqlite3.Row
-            rows = con.execute(
-                "SELECT r.run_id, r.dataset, r.method, r.backbone, r.pretrained, r.seed, r.smoke, r.selected_on,"
-                " r.total_params, r.trainable_params, r.wall_s, r.train_images_per_s, r.peak_mem_mb, m.protocol,"
-                " m.ma, m.acc, m.prec, m.rec, m.f1, m.threshold FROM runs r JOIN metrics m USING (run_id)"
-                " ORDER BY r.dataset, r.method, r.seed, m.protocol"
-            ).fetchall()
+        """One flat row per (finished run, protocol), for listing and export."""
+        rows = self._read(
+            "SELECT r.run_id, r.dataset, r.method, r.backbone, r.pretrained, r.seed, r.smoke, r.selected_on,"
+            " r.total_params, r.trainable_params, r.wall_s, r.train_images_per_s, r.peak_mem_mb, m.protocol,"
+            " m.ma, m.acc, m.prec, m.rec, m.f1, m.threshold FROM runs r JOIN metrics m USING (run_id)"
+            " WHERE r.status = 'finished' ORDER BY r.dataset, r.method, r.seed, m.protocol",
+            rows=True,
+        )
         return [dict(r) for r in rows]
 
     def merge_from(self, other: str | Path) -> int:
-        """Copy every run of another store into this one (shards written to separate files)."""
-        src = Store(other)
+        """Copy every run of another store into this one (shards written to separate files); idempotent."""
+        src = Store(other, create=False)
         n = 0
-        for rec in src.records():
+        for rec in src.records(status=None):
             pred = src.predictions(rec["run_id"])
             self.add_run(rec, *(pred if pred else (None, None)))
             n += 1

@@ -91,7 +91,7 @@ def shard(specs: list[RunSpec], k: int, n: int) -> list[RunSpec]:
 def pending(suite: Suite, specs: list[RunSpec]) -> list[RunSpec]:
     from parbench.store import Store
 
-    done = Store(suite.store).keys() if Path(suite.store).exists() else set()
+    done = Store(suite.store, create=False).keys() if Path(suite.store).exists() else set()
     return [s for s in specs if s.key() not in done]
 
 
@@ -100,7 +100,8 @@ def run_suite(suite: Suite, specs: list[RunSpec], quiet: bool = False, on_done=N
 
     records = []
     for spec in pending(suite, specs):
-        spec.store, spec.quiet = suite.store, quiet
+        # resume=True: an interrupted run (its last.pt) continues; a new one starts fresh
+        spec.store, spec.quiet, spec.resume = suite.store, quiet, True
         rec = run(spec)
         records.append(rec)
         if on_done:

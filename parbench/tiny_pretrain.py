@@ -191,7 +191,12 @@ def ensure_weights(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None) -> Pat
         return path
     if log:
         log(f"pretraining parbench-tiny on disjoint synthetic data (once; cached at {path})")
-    out = pretrain(spec, log=log)
+    import torch
+
+    with torch.random.fork_rng(
+        devices=[]
+    ):  # its own RNG: a run that first creates the weights draws the same
+        out = pretrain(spec, log=log)  # numbers afterwards as a run that finds them cached
     meta = {"spec": asdict(spec), "history": out["history"]}
     save_torch({"state_dict": out["state_dict"], "parbench": meta}, path)
     return path

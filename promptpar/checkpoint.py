@@ -184,6 +184,42 @@ def infer_options(ckpt: dict, source: str = "checkpoint") -> dict[str, Any]:
     return opts
 
 
+# OpenAI CLIP architectures the reference code can hold (its build_model reads them off the tensors), plus the
+# tiny test config; the first whose tensor shapes all match the checkpoint's CLIP is the backbone.
+BACKBONE_CANDIDATES = ("ViT-L-14", "ViT-B-16", "ViT-B-32", "ViT-L-14-336", "parbench-tiny")
+
+
+def _clip_state(ckpt: dict) -> dict:
+    return next(ckpt[k] for k in _CLIP_KEYS if k in ckpt)
+
+
+def _shapes_match(name: str, clip: dict) -> bool:
+    from parbench.backbones import create_backbone
+
+    own = create_backbone(name, "none", meta=True).model.state_dict()
+    theirs = {k: v for k, v in clip.items() if k not in _PROMPT_KEYS and k not in _JIT_LEFTOVERS
+              and not k.startswith(("agg_bn.", "softmax_model."))}  # fmt: skip
+    return set(own) == set(theirs) and all(tuple(own[k].shape) == tuple(theirs[k].shape) for k in own)
+
+
+def infer_backbone(ckpt: dict, source: str = "checkpoint", asked: str | None = None) -> str:
+    """The CLIP architecture of a reference checkpoint, read off its tensors (as OpenAI's build_model does).
+    An asked-for --backbone must match them."""
+    clip = _clip_state(ckpt)
+    if asked is not None:
+        if not _shapes_match(asked, clip):
+            raise ParbenchError(
+                source, f"a CLIP of backbone {asked} (--backbone)", "tensors of another shape"
+            )
+        return asked
+    for name in BACKBONE_CANDIDATES:
+        if _shapes_match(name, clip):
+            return name
+    width = tuple(clip["visual.conv1.weight"].shape) if "visual.conv1.weight" in clip else "?"
+    raise ParbenchError(source, f"the CLIP of one of {', '.join(BACKBONE_CANDIDATES)} (or name it: --backbone)",
+                        f"visual.conv1.weight of shape {width}")  # fmt: skip
+
+
 def load_reference_file(path: str | Path) -> dict:
     """Read a reference checkpoint without running anything it might name (restricted unpickler)."""
     from parbench.data.pickles import load_torch

@@ -8,6 +8,7 @@ own (`--set fix_ln_post=false`) so a report can show an ablation. A fix left as 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import ClassVar
 
 FIXES = (
     "fix_text_prompts",  # prompts after SOT reach the pooled EOT token (reference: appended after 77 tokens, dead)
@@ -15,7 +16,7 @@ FIXES = (
     "fix_global_token",  # CLS is the GL global token (reference: the first global prompt, index 1)
     "fix_ln_post",  # CLIP's ln_post before proj (reference: never applied)
     "fix_frozen_norms",  # the fusion block's LayerNorms frozen like the rest of it (reference: they train)
-    "fix_normalization",  # CLIP's own mean/std (reference: 0.5/0.5)
+    "fix_normalization",  # CLIP's own mean/std and resize (reference: 0.5/0.5, bilinear)
     "fix_geometry",  # regions, prompt groups and mask computed for any grid / div_num / overlap_row
     "fix_dead_bias",  # head biases feed BatchNorm, which removes any constant shift: frozen, not counted
 )
@@ -57,6 +58,16 @@ class PromptParConfig:
     fix_normalization: bool | None = None
     fix_geometry: bool | None = None
     fix_dead_bias: bool | None = None
+
+    CHOICES: ClassVar[dict] = {
+        "variant": ("fixed", "reference"),
+        "tune": ("prompt", "full"),
+        "fusion_init": ("weights", "random"),
+    }
+    RANGES: ClassVar[dict] = {"mm_layers": (1, None), "div_num": (1, None), "overlap_row": (0, None), "text_prompt": (0, None),
+              "vis_prompt": (0, None), "vis_depth": (0, None), "ag_threshold": (0.0, 1.0), "clip_lr": (0.0, None),
+              "clip_weight_decay": (0.0, None), "clip_warmup_epochs": (0, None), "fusion_dim": (1, None),
+              "fusion_heads": (1, None), "fusion_drop_path": (0.0, 1.0)}  # fmt: skip
 
     def resolved(self) -> PromptParConfig:
         """Fill each unset fix from the variant."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from parbench.errors import ParbenchError
 from parbench.methods import MethodSpec
+from promptpar.checkpoint import is_reference_checkpoint
 from promptpar.config import PromptParConfig
 from promptpar.model import PromptPAR
 
@@ -44,20 +45,42 @@ def build(backbone, card, options: PromptParConfig | None = None) -> PromptPAR:
 
 
 def import_checkpoint(obj: dict, card, backbone: str | None, overrides: dict, source: str):
-    """A reference checkpoint: options from its tensor shapes (then --set), every weight from the file."""
-    from parbench.backbones import create_backbone
-    from parbench.engine.run import resolve_config
-    from promptpar.checkpoint import import_reference, infer_options, is_reference_checkpoint
+    """A reference checkpoint -> (Built, what was inferred). Options the tensors fix are read off their shapes;
+    the ones they cannot fix take the README's training command (then --set); every weight comes from the file,
+    and its CLIP is OpenAI's code, so QuickGELU."""
+    from dataclasses import asdict
+
+    from parbench.engine.build import build_model
+    from parbench.engine.config import resolve_config
+    from promptpar.checkpoint import import_reference, infer_backbone, infer_options
 
     if not is_reference_checkpoint(obj):
         found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
         raise ParbenchError(source, "a PromptPAR checkpoint ('model_state_dict' + 'clip_model')", str(found))
-    inferred = infer_options(obj, source)
-    cfg, options = resolve_config(SPEC, {**inferred, "fusion_init": "random", **overrides})
-    bb = create_backbone(backbone or SPEC.default_backbone, "none")  # every CLIP weight comes from the file
-    model = build(bb, card, options)
-    import_reference(model, card, obj, source)
-    return model, cfg, options, bb
+    read = infer_options(obj, source)
+    name = infer_backbone(obj, source, backbone)
+    defaults = {k: v for k, v in README_DEFAULTS.items() if k not in read and read.get("use_div")}
+    cfg, options = resolve_config(SPEC, {**read, **defaults, "fusion_init": "random", **overrides})
+    built = build_model(
+        SPEC, card, cfg, options, name, "none", 0, quick_gelu=True
+    )  # every weight: the file's
+    import_reference(built.model, card, obj, source)
+    taken = asdict(options)
+    inferred = {
+        "read_off_tensors": read,
+        "defaults": {k: taken[k] for k in (*defaults, "fusion_heads", "ag_threshold") if k not in overrides},
+        "overrides": overrides,
+        "backbone": name,
+        "activation": built.backbone.activation,
+        "preprocess": asdict(built.preprocess),
+    }
+    return built, inferred
+
+
+# What the tensors cannot tell, taken from the reference README's training command
+# (`--use_textprompt --use_div --use_vismask --use_GL --use_mm_former`); the parser's own default is off.
+# use_vismask only acts together with use_div (without regions there is nothing to mask, there as here).
+README_DEFAULTS = {"use_vismask": True}
 
 
 SPEC = MethodSpec(
@@ -83,4 +106,6 @@ SPEC = MethodSpec(
     },  # fmt: skip
     options=PromptParConfig,
     import_checkpoint=import_checkpoint,
+    accepts_checkpoint=is_reference_checkpoint,
+    meta_overrides={"fusion_init": "random"},  # counting needs no ViT-B/16 weights file
 )

@@ -69,13 +69,20 @@ class PromptPAR(nn.Module):
         self.layout = make_layout(
             grid, cfg.vis_prompt, cfg.use_div, cfg.div_num, cfg.overlap_row, cfg.fix_geometry
         )
-        if (cfg.use_div or cfg.use_vismask) and not cfg.use_GL and not cfg.fix_geometry:
+        if cfg.use_div != cfg.use_GL and not cfg.fix_geometry:
+            # the reference's GL branch needs the part tokens and its use_div path needs the GL modules: each
+            # crashes without the other (use_vismask alone is ignored there, as here)
             from parbench.errors import ParbenchError
 
             raise ParbenchError(
-                "promptpar variant=reference", "use_div together with use_GL (coupled)", "one alone"
+                "promptpar variant=reference",
+                "use_div together with use_GL (the reference couples them)",
+                f"use_div={cfg.use_div}, use_GL={cfg.use_GL}",
             )
-        self.prompt_deep = nn.Parameter(prompt_init((cfg.vis_depth, cfg.vis_prompt, 1, W), W, 14))
+        # the reference allocates vis_depth rows even where the tower is shallower (ViT-B/16: 12 of 24 used);
+        # fix_geometry allocates only the layers that exist
+        rows = self.vis_depth if cfg.fix_geometry else cfg.vis_depth
+        self.prompt_deep = nn.Parameter(prompt_init((rows, cfg.vis_prompt, 1, W), W, 14))  # (D, P, 1, W)
         if cfg.use_div:
             self.part_class_embedding = nn.Parameter(W**-0.5 * torch.randn(cfg.div_num, W))
         text_w = self.clip.token_embedding.weight.shape[1]
@@ -93,7 +100,9 @@ class PromptPAR(nn.Module):
         self._text_cache: torch.Tensor | None = None
         self.grad_checkpointing = False
         self.ddp_find_unused = True  # e.g. the reference's text prompts train but never get a gradient
-        self.normalization = "backbone" if cfg.fix_normalization else "half"
+        # the reference normalises with mean = std = 0.5 and resizes bilinearly (torchvision's default)
+        self.preprocess_defaults = {"normalization": None if cfg.fix_normalization else "half",
+                                    "interpolation": None if cfg.fix_normalization else "bilinear"}  # fmt: skip
         self.set_trainable()
 
     # ---- which parameters train -------------------------------------------------------------------------

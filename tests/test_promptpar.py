@@ -58,13 +58,19 @@ def test_mask_rows():
     assert seen(0) == set(range(311)) and seen(5) == set(range(311)) and seen(200) == set(range(311))
 
 
-def test_geometry_for_other_grids_only_when_fixed():
+def test_geometry_for_other_grids():
     lay = make_layout(12, 40, True, 3, 2, fixed=True)
     assert lay.region_rows == ((0, 5), (3, 9), (7, 12))
     from parbench.errors import ParbenchError
 
     with pytest.raises(ParbenchError, match="hard-codes"):
         make_layout(12, 40, True, 3, 2, fixed=False)
+    # the reference on a 14-wide grid (ViT-B/16 at 224): its literal offsets 0/48/112/176 and row counts 4/5/5/4
+    # times 14, clipped to the 196 patches -- spans that no longer follow rows, as its code builds them
+    ref = make_layout(14, 50, True, 4, 2, fixed=False)
+    assert ref.spans == ((0, 56), (48, 118), (112, 182), (176, 196))
+    m = ref.mask()
+    assert set(torch.nonzero(m[44]).flatten().tolist()) == set(range(44, 55)) | set(range(55 + 176, 55 + 196))
 
 
 def _tiny(variant, **kw):

@@ -1,6 +1,7 @@
 """Reference checkpoints: written in the reference's layout (real key names, raw attribute order, EasyDict
 result, old `ViT_model` / `vis_embed` names), imported strictly, identical logits; `parbench eval` on them."""
 
+import dataclasses
 import json
 import pickle
 
@@ -159,8 +160,10 @@ def test_eval_command_on_a_reference_checkpoint(tmp_path):
     from parbench.data.transforms import build_transform
 
     ds = load_dataset("PA100k", str(root))
-    pre = create_backbone("parbench-tiny").preprocess
-    items = ImageSplit(ds, ds.partition("test"), build_transform(pre, False, normalization="half"))
+    pre = dataclasses.replace(
+        create_backbone("parbench-tiny").preprocess, mean=(0.5,) * 3, std=(0.5,) * 3, interpolation="bilinear"
+    )  # the reference's: mean = std = 0.5, bilinear resize
+    items = ImageSplit(ds, ds.partition("test"), build_transform(pre, False))
     x = torch.stack([items[i][0] for i in range(len(items))])
     with torch.no_grad():
         direct = torch.sigmoid(src(x)["logits"]).numpy()

@@ -6,6 +6,7 @@ Images are never decoded here; paths are relative to `root` so a prepared datase
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class PARDataset:
     @property
     def image_paths(self) -> list[str]:
         root = str(self.root)
-        return [f"{root}/{p}" for p in self.relpaths]
+        return [os.path.join(root, p) for p in self.relpaths]
 
     @property
     def splits(self) -> list[str]:

@@ -41,6 +41,18 @@ _NUMPY = {
     ("numpy", "dtype"),
 }
 _BUILTINS = {"range": range, "list": list, "dict": dict, "tuple": tuple, "set": set, "slice": slice}
+_LATIN1 = ("latin1", "latin-1", "iso-8859-1", "iso8859-1")
+
+
+def _latin1_encode(text: Any, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """Stands in for `_codecs.encode`, which pickle protocol 2 (torch.save's default) uses to carry raw bytes
+    (numpy array data, numpy scalars) as latin-1 text. Only that use is admitted: other codecs are refused,
+    so a pickle cannot reach any codec machinery through it."""
+    if not isinstance(text, str) or str(encoding).lower() not in _LATIN1:
+        raise ParbenchError(
+            None, "latin-1 encoded bytes in a protocol-2 pickle", f"_codecs.encode(..., {encoding!r})"
+        )
+    return text.encode("latin-1", errors="strict")
 
 
 _TORCH = {("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_parameter"), ("torch", "Size")}
@@ -66,6 +78,8 @@ class _Restricted(pickle.Unpickler):
             return AttrDict
         if module == "collections" and name == "OrderedDict":
             return dict
+        if module == "_codecs" and name == "encode":
+            return _latin1_encode
         if module == "builtins" and name in _BUILTINS:
             return _BUILTINS[name]
         if (module, name) in _NUMPY:

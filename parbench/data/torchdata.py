@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 from PIL import Image
@@ -10,18 +12,38 @@ from parbench.data.dataset import PARDataset
 from parbench.errors import ParbenchError
 
 
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB 8-bit. 16-bit and float greyscale images are scaled to their full range first: PIL's own convert
+    clips them at 255, which turns an ordinary 16-bit PNG white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0) if img.mode != "F" else 1.0
+        img = Image.fromarray(np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8))  # 2-D uint8: mode L
+    return img.convert("RGB")
+
+
+def crop_box(img: Image.Image, box, path: str) -> Image.Image:
+    """Crop a person box (x, y, w, h) clipped to the image; a box that misses the image is an error naming the
+    file, never a silent whole-scene crop."""
+    x, y, w, h = (float(v) for v in box)
+    W, H = img.size
+    if not all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
+        raise ParbenchError(path, "a person box with finite x, y and positive w, h", f"{[x, y, w, h]}")
+    left, top, right, bottom = max(0.0, x), max(0.0, y), min(float(W), x + w), min(float(H), y + h)
+    if right - left < 1 or bottom - top < 1:
+        raise ParbenchError(path, f"a person box inside the {W}x{H} image", f"{[x, y, w, h]}")
+    return img.crop(tuple(int(round(v)) for v in (left, top, right, bottom)))
+
+
 def load_image(ds: PARDataset, i: int) -> Image.Image:
-    path = f"{ds.root}/{ds.relpaths[i]}"
+    path = os.path.join(str(ds.root), ds.relpaths[i])
     try:
-        img = Image.open(path).convert("RGB")
-    except (FileNotFoundError, OSError) as e:
+        with Image.open(path) as raw:
+            img = to_rgb(raw)
+    except (OSError, Image.DecompressionBombError, ValueError) as e:
         raise ParbenchError(path, "a readable image", f"{type(e).__name__}: {e}") from None
     if ds.boxes is not None:
-        x, y, w, h = (float(v) for v in ds.boxes[i])
-        W, H = img.size
-        box = (max(0.0, x), max(0.0, y), min(float(W), x + w), min(float(H), y + h))
-        if box[2] - box[0] >= 1 and box[3] - box[1] >= 1:
-            img = img.crop(tuple(int(round(v)) for v in box))
+        img = crop_box(img, ds.boxes[i], path)
     return img
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import ast
 import difflib
+import math
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import tomllib
 
@@ -32,10 +33,19 @@ class TrainConfig:
     unspecified: str = "negative"  # label 255 in loss and metrics: "negative", "ignore" or "stored"
     pad: int = 10  # train augmentation: pad then random-crop back to the input size
     flip: bool = True  # train augmentation: random horizontal flip
-    normalization: str = "backbone"  # "backbone" (the weights' mean/std) or "half" (0.5/0.5, PromptPAR)
+    normalization: str = (
+        "auto"  # "auto" (the method's, else the weights'), "backbone" (the weights' mean/std), "half" (0.5)
+    )
+    interpolation: str = "auto"  # resize: "auto" (the method's, else the weights'), "bicubic" or "bilinear"
+    letterbox: bool = (
+        False  # keep the aspect ratio and pad with black to the input size (PromptPAR's Pad_datasets)
+    )
     train_split: str = "auto"  # "auto" = the card's train split; e.g. "trainval" to reproduce the references
     select_on: str = "auto"  # "auto" = card; "val", "carve" (seeded val from train), "last" or "test"
     carve_fraction: float = 0.1  # share of the train split held out when select_on = "carve"
+    select_protocol: str = (
+        "promptpar"  # whose mA picks the best epoch (threshold 0.45 or 0.5); both are reported
+    )
     num_workers: int = 0  # DataLoader workers (0 keeps CPU runs bit-for-bit reproducible)
     cache_images: bool = False  # keep decoded images in memory (small datasets)
     device: str = "auto"  # "auto", "cpu", "cuda"
@@ -48,6 +58,25 @@ class TrainConfig:
     @property
     def smoke(self) -> bool:
         return bool(self.max_steps or self.limit)
+
+    # checked when a value is set (method recipe, --config, --set), so a typo stops a run before it starts
+    CHOICES: ClassVar[dict] = {
+        "optimizer": ("sgd", "adamw"),
+        "unspecified": ("negative", "ignore", "stored"),
+        "normalization": ("auto", "backbone", "half"),
+        "interpolation": ("auto", "bicubic", "bilinear"),
+        "select_on": ("auto", "val", "carve", "last", "test"),
+        "select_protocol": ("promptpar", "rethinking"),
+        "train_split": ("auto", "train", "trainval"),
+        "device": ("auto", "cpu", "cuda"),
+    }
+    RANGES: ClassVar[dict] = {  # (low, high), inclusive; None = open
+        "epochs": (0, None), "batch_size": (1, None), "eval_batch_size": (1, None), "lr": (0.0, None),
+        "weight_decay": (0.0, None), "momentum": (0.0, 1.0), "warmup_epochs": (0, None),
+        "warmup_lr_init": (0.0, 1.0), "min_lr": (0.0, 1.0), "clip_grad": (0.0, None),
+        "aux_loss_weight": (0.0, None), "pad": (0, None), "carve_fraction": (0.0, 1.0), "num_workers": (0, None),
+        "max_steps": (0, None), "limit": (0, None), "bootstrap": (0, None),
+    }  # fmt: skip
 
 
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
@@ -74,8 +103,23 @@ def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
     return value
 
 
+def _check_range(name: str, value: Any, cls: type, source: str) -> None:
+    """A setting's value against the config class's CHOICES and RANGES (finite numbers only)."""
+    choices = getattr(cls, "CHOICES", {}).get(name)
+    if choices is not None and value not in choices:
+        raise ParbenchError(source, f"{name} one of {', '.join(map(str, choices))}", repr(value))
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ParbenchError(source, f"{name} a finite number", repr(value))
+    bounds = getattr(cls, "RANGES", {}).get(name)
+    if bounds is not None and isinstance(value, int | float) and not isinstance(value, bool):
+        lo, hi = bounds
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            want = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise ParbenchError(source, f"{name} {want}", repr(value))
+
+
 def apply_overrides(cfg: Any, overrides: dict[str, Any], source: str) -> Any:
-    """Return a copy of a dataclass config with checked overrides."""
+    """Return a copy of a dataclass config with checked overrides (type, choices, range)."""
     known = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
     clean = {}
     for key, value in overrides.items():
@@ -85,6 +129,7 @@ def apply_overrides(cfg: Any, overrides: dict[str, Any], source: str) -> Any:
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ParbenchError(source, f"a known setting{hint}", f"'{key}'")
         clean[key] = _coerce(key, value, known[key], source)
+        _check_range(key, clean[key], type(cfg), source)
     return replace(cfg, **clean)
 
 
@@ -138,3 +183,17 @@ def _toml_value(v: Any) -> str:
 
 def config_dict(cfg: Any) -> dict[str, Any]:
     return asdict(cfg)
+
+
+def resolve_config(method: Any, overrides: dict[str, Any]) -> tuple[TrainConfig, Any]:
+    """The one merge path: TrainConfig defaults < the method's recipe < overrides (--config file, --set, flags).
+    Keys go to the engine's TrainConfig or to the method's options dataclass; an unknown key is an error."""
+    train_keys = {f.name for f in fields(TrainConfig)}
+    opt_keys = {f.name for f in fields(method.options)} if method.options else set()
+    t, o = {}, {}
+    for k, v in overrides.items():
+        key = k.replace("-", "_")
+        (o if key in opt_keys and key not in train_keys else t)[key] = v
+    cfg = apply_overrides(TrainConfig(), {**method.recipe, **t}, f"{method.name} settings")
+    options = apply_overrides(method.options(), o, f"{method.name} options") if method.options else None
+    return cfg, options

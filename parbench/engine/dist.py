@@ -55,11 +55,6 @@ def device(device_pref: str = "auto") -> torch.device:
     return torch.device(device_pref)
 
 
-def barrier() -> None:
-    if world_size() > 1:
-        td.barrier()
-
-
 class GlobalBatchSampler(torch.utils.data.Sampler):
     """This rank's chunk of each global batch of one seeded permutation (the whole batch for one process).
 
@@ -74,8 +69,12 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
         order = torch.randperm(n, generator=gen).tolist() if shuffle else list(range(n))
         r, w = rank(), world_size()
         self.batches, self.weights = [], []
-        for start in range(0, n, batch_size):
-            glob = order[start : start + batch_size]
+        globs = [order[s : s + batch_size] for s in range(0, n, batch_size)]
+        if len(globs) > 1 and len(globs[-1]) < 2 * w:
+            # a last batch of one sample per process would break BatchNorm in training (PromptPAR's heads):
+            # it joins the batch before it instead of being dropped
+            globs[-2] += globs.pop()
+        for glob in globs:
             chunk = np.array_split(np.asarray(glob), w)[r].tolist()
             if chunk:
                 self.batches.append(chunk)

@@ -1,7 +1,8 @@
 """Frozen-feature training (linear probe): encode each split once, cache on disk, train a head on tensors.
 
-The cache key covers everything that changes the bytes: backbone name and weights, dataset card hash, root,
-partition, the exact sample indices and the transform; a missing or partial file is simply recomputed.
+The cache key covers everything that changes the bytes (engine/evaluate.py `feature_cache_key`): the backbone's
+identity (weights content, random seed, activation), the images (paths, sizes, mtimes, boxes), the exact sample
+indices and the transform; a missing, partial or corrupt file is simply recomputed.
 """
 
 from __future__ import annotations
@@ -54,14 +55,17 @@ def encode_split(model, ds, idx, transform, device, cfg, progress=None) -> np.nd
 
 def cached_features(model, ds, idx, transform, device, cfg, key: dict, progress=None, use_cache: bool = True):
     path = cache_dir() / "features" / f"{feature_key(key, idx)}.npy"
-    feats = None
+    feats, hit = None, False
     if use_cache and path.is_file():
         try:
             feats = np.load(path, allow_pickle=False)
         except (OSError, ValueError):
             feats = None
-        if feats is not None and feats.shape[0] != len(idx):
+        if feats is not None and (
+            feats.ndim != 2 or feats.shape[0] != len(idx) or not np.isfinite(feats).all()
+        ):
             feats = None
+        hit = feats is not None
     if feats is None:
         feats = encode_split(model, ds, idx, transform, device, cfg, progress)
         if use_cache:
@@ -72,4 +76,6 @@ def cached_features(model, ds, idx, transform, device, cfg, key: dict, progress=
 
             atomic_write(path, write)
     labels = torch.from_numpy(ds.labels[idx].astype(np.int64))
-    return torch.utils.data.TensorDataset(torch.from_numpy(feats), labels, torch.from_numpy(np.asarray(idx)))
+    out = torch.utils.data.TensorDataset(torch.from_numpy(feats), labels, torch.from_numpy(np.asarray(idx)))
+    out.from_cache = hit
+    return out

@@ -21,10 +21,24 @@ def freeze(module: nn.Module, trainable: bool = False) -> nn.Module:
     return module
 
 
+def _owner(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else ""
+
+
+def _saved_names(model: nn.Module) -> set[str]:
+    names = {n for n, p in model.named_parameters() if p.requires_grad}
+    owners = {_owner(n) for n in names}
+    return names | {n for n, _ in model.named_buffers() if _owner(n) in owners}
+
+
 def trainable_state(model: nn.Module) -> dict:
     """What a run saves: every trainable parameter plus the buffers (BatchNorm statistics) of the modules
     that own one, so a restored model predicts exactly as the trained one did."""
-    names = {n for n, p in model.named_parameters() if p.requires_grad}
-    owners = {n.rsplit(".", 1)[0] if "." in n else "" for n in names}
-    buffers = {n for n, _ in model.named_buffers() if (n.rsplit(".", 1)[0] if "." in n else "") in owners}
-    return {n: t.detach().cpu().clone() for n, t in model.state_dict().items() if n in names or n in buffers}
+    saved = _saved_names(model)
+    return {n: t.detach().cpu().clone() for n, t in model.state_dict().items() if n in saved}
+
+
+def frozen_state(model: nn.Module) -> dict:
+    """Everything `trainable_state` leaves out: the tensors a restore must re-create identically."""
+    saved = _saved_names(model)
+    return {n: t for n, t in model.state_dict().items() if n not in saved}

@@ -1,37 +1,45 @@
 """Rebuild a trained model from what a run saved (run folder / trainable.pt) or from a method's foreign
 checkpoint (PromptPAR's reference files), for `parbench eval` and `parbench predict`.
 
-A parbench checkpoint holds only what trained (plus BatchNorm statistics) and the resolved config: the model
-is rebuilt from the config, the backbone weights come from where the run took them (or `pretrained`), and the
-saved tensors must cover every trainable tensor of the rebuilt model, or nothing is loaded.
+A parbench checkpoint holds only what trained (plus BatchNorm statistics), the resolved config and a digest of
+everything else. The model is rebuilt through the same `build_model` as the run (same backbone, activation,
+seed of random weights), the saved tensors must cover every trainable tensor, and the rebuilt frozen tensors
+must match the digest: a weight file changed since the run, or random weights drawn differently, stop the
+restore instead of being evaluated as if nothing happened.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from parbench.atomic import save_npz
-from parbench.backbones import create_backbone
-from parbench.cards import Card, load_card
-from parbench.engine.config import TrainConfig
-from parbench.engine.params import trainable_state
+from parbench.cards import load_card
+from parbench.engine.build import Built, build_model
+from parbench.engine.config import resolve_config
 from parbench.errors import ParbenchError
-from parbench.methods import get_method
+from parbench.methods import get_method, method_for_checkpoint
 
 
 @dataclass
 class Restored:
-    model: torch.nn.Module
-    card: Card
-    cfg: TrainConfig
-    preprocess: Any  # backbone Preprocess
-    normalization: str
-    method: str
+    built: Built
     source: str  # "parbench" or "reference"
+    run: dict = field(default_factory=dict)  # a parbench run's own data settings (root, partition, ...)
+    inferred: dict | None = None  # a foreign checkpoint: what was read off its tensors and what defaulted
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.built.model
+
+    @property
+    def card(self):
+        return self.built.card
 
 
 def _checkpoint_path(path: str | Path) -> Path:
@@ -43,98 +51,122 @@ def _checkpoint_path(path: str | Path) -> Path:
     return path
 
 
+def load_checkpoint_file(path: Path) -> Any:
+    """A parbench trainable.pt loads weights-only (tensors and plain data); anything else goes through the
+    restricted unpickler (PromptPAR's files hold EasyDicts of numpy results). Neither can run code."""
+    from parbench.data.pickles import load_torch
+
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception:  # not weights-only data: the restricted unpickler decides, with its own clear error
+        return load_torch(path)
+
+
+def _restore_run(obj: dict, path: Path, method: str | None, dataset: str | None, backbone: str | None,
+                 pretrained: str | None, overrides: dict) -> Restored:  # fmt: skip
+    name = method or obj["method"]
+    if name != obj["method"]:
+        raise ParbenchError(path, f"a checkpoint of method {name}", f"one of {obj['method']}")
+    spec = get_method(name)
+    run = obj["config"].get("run", {})
+    card = load_card(dataset or run.get("dataset"))
+    if list(card.attribute_names) != list(obj["attributes"]):
+        raise ParbenchError(path, f"attributes of {card.name} in card order", f"{obj['attributes'][:4]}...")
+    saved = {**obj["config"].get("train", {}), **obj["config"].get("options", {})}
+    cfg, options = resolve_config(spec, {**saved, **overrides})
+    bb = obj["backbone"]
+    built = build_model(spec, card, cfg, options, backbone or bb["name"], pretrained or bb["pretrained"],
+                        int(run.get("seed", 0)), quick_gelu=bb.get("activation", "gelu") == "quickgelu")  # fmt: skip
+    from parbench.engine.params import trainable_state
+
+    expected = trainable_state(built.model)
+    missing = sorted(k for k in expected if k not in obj["trainable"])
+    if missing:
+        raise ParbenchError(path, "every trainable tensor of the model", f"missing {', '.join(missing[:12])}")
+    built.model.load_state_dict(obj["trainable"], strict=False)
+    want = obj.get("frozen_sha256")
+    if want and built.frozen_sha256() != want:
+        raise ParbenchError(path, "the frozen weights the run trained with (same backbone weights and seed)",
+                            f"other weights from {bb['name']} pretrained={pretrained or bb['pretrained']}")  # fmt: skip
+    return Restored(built, "parbench", run)
+
+
 def restore(checkpoint: str | Path, method: str | None = None, dataset: str | None = None,
             backbone: str | None = None, pretrained: str | None = None,
             overrides: dict[str, Any] | None = None) -> Restored:  # fmt: skip
-    """Load a parbench run/checkpoint, or (PromptPAR) a reference checkpoint, ready for inference on CPU."""
-    from parbench.data.pickles import load_torch
-    from parbench.engine.run import resolve_config
-
+    """Load a parbench run/checkpoint, or a method's foreign checkpoint, ready for inference on CPU."""
     path = _checkpoint_path(checkpoint)
-    obj = load_torch(path)
+    obj = load_checkpoint_file(path)
     overrides = dict(overrides or {})
     if isinstance(obj, dict) and "trainable" in obj and "config" in obj:
-        name = method or obj["method"]
-        if name != obj["method"]:
-            raise ParbenchError(path, f"a checkpoint of method {name}", f"one of {obj['method']}")
-        spec = get_method(name)
-        run = obj["config"].get("run", {})
-        card = load_card(dataset or run.get("dataset"))
-        if list(card.attribute_names) != list(obj["attributes"]):
-            raise ParbenchError(
-                path, f"attributes of {card.name} in card order", f"{obj['attributes'][:4]}..."
-            )
-        saved = {**obj["config"].get("train", {}), **obj["config"].get("options", {})}
-        cfg, options = resolve_config(spec, {**saved, **overrides})
-        from parbench.engine.train import seed_everything
-
-        seed_everything(
-            int(run.get("seed", 0))
-        )  # random ('none') backbone weights come back as the run drew them
-        bb = create_backbone(backbone or obj["backbone"]["name"], pretrained or obj["backbone"]["pretrained"])
-        model = spec.build(bb, card, options)
-        expected = trainable_state(model)
-        missing = sorted(k for k in expected if k not in obj["trainable"])
-        if missing:
-            raise ParbenchError(
-                path, "every trainable tensor of the model", f"missing {', '.join(missing[:12])}"
-            )
-        model.load_state_dict(obj["trainable"], strict=False)
-        source = "parbench"
+        r = _restore_run(obj, path, method, dataset, backbone, pretrained, overrides)
     else:
-        name = method or "promptpar"
-        spec = get_method(name)
-        importer = getattr(spec, "import_checkpoint", None)
-        if importer is None:
-            raise ParbenchError(path, "a parbench checkpoint (trainable.pt of a run)", "another format")
+        spec = get_method(method) if method else method_for_checkpoint(obj, str(path))
+        if spec.import_checkpoint is None or (spec.accepts_checkpoint and not spec.accepts_checkpoint(obj)):
+            raise ParbenchError(path, f"a checkpoint that method {spec.name} can import", "another format")
         if not dataset:
             raise ParbenchError(path, "--dataset for a foreign checkpoint (it does not name its attributes)",
                                 "no dataset given")  # fmt: skip
-        card = load_card(dataset)
-        model, cfg, options, bb = importer(obj, card, backbone, overrides, str(path))
-        source = "reference"
-    model.eval()
-    pre = getattr(model, "preprocess", None) or bb.preprocess
-    normalization = getattr(model, "normalization", None) or cfg.normalization
-    return Restored(model, card, cfg, pre, normalization, name, source)
+        built, inferred = spec.import_checkpoint(obj, load_card(dataset), backbone, overrides, str(path))
+        r = Restored(built, "reference", {}, inferred)
+    r.built.model.eval()
+    return r
+
+
+def _data_settings(r: Restored, root, partition, split_file, source) -> tuple[dict, list[str]]:
+    """Where to evaluate: what was asked, else the run's own data (its partition, split file, source)."""
+    asked = {"root": root, "partition": partition, "split_file": split_file, "source": source}
+    out, from_run = {}, []
+    for k, v in asked.items():
+        if v is None and r.run.get(k) not in (None, ""):
+            out[k] = r.run[k]
+            from_run.append(k)
+        else:
+            out[k] = v
+    out["partition"] = int(out["partition"] or 0)
+    return out, from_run
 
 
 def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, root: str | None = None,
                         method: str | None = None, backbone: str | None = None, pretrained: str | None = None,
-                        overrides: dict[str, Any] | None = None, split: str | None = None, partition: int = 0,
-                        predictions: str | Path | None = None, quiet: bool = False) -> dict:  # fmt: skip
-    """Evaluate a restored model on a split (default: the card's test split); metrics under both protocols."""
-    import time
-
-    import numpy as np
-
-    from parbench.data import load_dataset
-    from parbench.data.torchdata import ImageSplit
-    from parbench.data.transforms import build_transform
-    from parbench.engine.run import progress_bar
-    from parbench.engine.train import epoch_loader, pick_device, predict
+                        overrides: dict[str, Any] | None = None, split: str | None = None,
+                        partition: int | None = None, predictions: str | Path | None = None,
+                        quiet: bool = False, split_file: str | None = None,
+                        source: str | None = None) -> dict:  # fmt: skip
+    """Evaluate a restored model on a split (default: the card's test split, on the run's own data), through the
+    same prediction path as the run; metrics under both protocols."""
+    from parbench.engine.evaluate import predict_split
+    from parbench.engine.run import load_data
+    from parbench.engine.spec import RunSpec
+    from parbench.engine.train import pick_device
     from parbench.metrics import protocol_metrics
+    from parbench.progress import progress_bar
 
     r = restore(checkpoint, method, dataset, backbone, pretrained, overrides)
-    ds = load_dataset(r.card.name, root, partition=partition)
+    data, from_run = _data_settings(r, root, partition, split_file, source)
+    spec = RunSpec(dataset=r.card.name, method=r.built.method.name, root=data["root"], partition=data["partition"],
+                   split_file=data["split_file"], source=data["source"])  # fmt: skip
+    ds = load_data(spec, r.card)
     split = split or r.card.test_split
     idx = ds.partition(split)
-    device = pick_device(r.cfg)
-    r.model.to(device)
-    loader = epoch_loader(ImageSplit(ds, idx, build_transform(r.preprocess, False, normalization=r.normalization)),
-                          r.cfg.eval_batch_size, 0, 0, r.cfg.num_workers, shuffle=False)  # fmt: skip
-    t0 = time.perf_counter()
+    cfg = r.built.cfg
+    if cfg.limit and r.source == "parbench":  # a smoke run scored the first `limit` images: so does its eval
+        idx = idx[: cfg.limit]
+    device = pick_device(cfg)
     progress = None if quiet else progress_bar(False)
+    t0 = time.perf_counter()
     if progress:
         with progress:
-            task = progress.add_task(f"eval {r.card.name}/{split}", total=len(idx))
-            probs, labels = predict(r.model, loader, device, r.cfg, tick=lambda n: progress.advance(task, n))
+            probs, labels = predict_split(r.built, ds, idx, device, progress)
     else:
-        probs, labels = predict(r.model, loader, device, r.cfg)
+        probs, labels = predict_split(r.built, ds, idx, device)
     seconds = time.perf_counter() - t0
-    metrics = protocol_metrics(labels, probs, r.cfg.unspecified)
+    metrics = protocol_metrics(labels, probs, cfg.unspecified)
     if predictions:
         save_npz(predictions, probs=probs.astype(np.float32), labels=labels, index=idx)
-    return {"checkpoint": str(checkpoint), "format": r.source, "method": r.method, "dataset": r.card.name,
+    return {"checkpoint": str(checkpoint), "format": r.source, "method": r.built.method.name, "dataset": r.card.name,
             "split": split, "n": int(len(idx)), "attributes": r.card.attribute_names, "metrics": metrics,
-            "images_per_s": len(idx) / max(seconds, 1e-9), "device": str(device)}  # fmt: skip
+            "data": {**data, "limit": cfg.limit if r.source == "parbench" else 0}, "data_from_run": from_run,
+            "inferred": r.inferred, "activation": r.built.backbone.activation,
+            "preprocess": asdict(r.built.preprocess), "images_per_s": len(idx) / max(seconds, 1e-9),
+            "device": str(device)}  # fmt: skip

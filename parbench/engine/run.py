@@ -1,18 +1,25 @@
 """One run: (dataset, method, backbone, seed, recipe) -> a run folder and a record.
 
-The folder holds config.toml (resolved), log.jsonl (per epoch), last.pt (resume state), trainable.pt (what
-trains, a few MB), predictions.npz (test probabilities and labels, so any protocol can rescore later) and
-record.json (everything the report needs). The record also goes into the results store when one is given.
+The pipeline reads top to bottom: plan (resolve the settings and the run's identity), load the data, build
+the model, fit (select the epoch on val, never on test unless asked), evaluate on test, record. The run folder
+holds config.toml (resolved), log.jsonl (per epoch), last.pt (resume state, removed at the end), trainable.pt
+(what trains, plus a digest of what does not), predictions.npz (test probabilities and labels, so any protocol
+can rescore later) and record.json (everything the report needs); a run that diverges writes failed.json.
+
+A run folder is never cleared. Its name carries the identity's key (settings and data content), so runs on
+other data or settings get other folders; a finished run is reported as finished and not redone; an
+interrupted one (last.pt) must be resumed with --resume or removed by hand; what a failed attempt left moves
+to attempt-<time>/.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import platform
 import subprocess
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,73 +28,51 @@ import torch
 
 from parbench import __version__
 from parbench.atomic import save_npz, save_torch, write_text
-from parbench.backbones import create_backbone
 from parbench.cards import Card, load_card
 from parbench.data import load_dataset
 from parbench.data.dataset import PARDataset
 from parbench.data.torchdata import ImageSplit
-from parbench.data.transforms import build_transform, describe
-from parbench.engine import dist
-from parbench.engine.config import TrainConfig, apply_overrides, config_dict, to_toml
-from parbench.engine.features import cached_features
-from parbench.engine.params import count_params, trainable_state
-from parbench.engine.train import epoch_loader, fit, pick_device, predict, seed_everything
-from parbench.errors import ParbenchError
+from parbench.data.transforms import build_transform
+from parbench.engine import dist, memory
+from parbench.engine.build import Built, build_model
+from parbench.engine.config import TrainConfig, config_dict, resolve_config, to_toml
+from parbench.engine.evaluate import feature_cache_key, predict_split
+from parbench.engine.features import FeatureHead, cached_features
+from parbench.engine.params import trainable_state
+from parbench.engine.spec import RunSpec, group_key, identity_key
+from parbench.engine.train import History, fit, pick_device
+from parbench.errors import Diverged, ParbenchError
 from parbench.methods import MethodSpec, get_method
 from parbench.metrics import PROTOCOLS, bootstrap_ci, protocol_metrics
+from parbench.progress import progress_bar
+
+__all__ = ["RunSpec", "choose_splits", "resolve_config", "run"]
 
 
 @dataclass
-class RunSpec:
-    dataset: str
-    method: str
-    backbone: str | None = None
-    pretrained: str | None = None
-    seed: int = 0
-    root: str | None = None
-    partition: int = 0
-    overrides: dict[str, Any] = field(default_factory=dict)  # --config file, then --set
-    out: str = "runs"
-    resume: bool = False
-    store: str | None = None
-    quiet: bool = False
-    source: str | None = None  # a reference pickle (dataset_all.pkl / pad.pkl) instead of the original files
-    split_file: str | None = None  # a split from `parbench datasets zs-split` instead of the dataset's own
+class Plan:
+    """A run resolved before any work: settings, identity, and where it writes."""
 
-    def key(self) -> str:
-        """Identity of a run: dataset, method, backbone, weights, seed, partition and the *resolved* settings
-        (so "--set epochs=3" and epochs = 3 in a file are the same run). Suites skip finished keys."""
-        cfg, options = resolve_config(get_method(self.method), self.overrides)
-        ident = [
-            self.dataset,
-            self.method,
-            self.backbone,
-            self.pretrained,
-            self.seed,
-            self.partition,
-            asdict(cfg),
-            asdict(options) if options is not None else None,
-        ]
-        for extra in (self.source, self.split_file):  # other data: another run (absent: keys stay as before)
-            if extra:
-                ident.append(
-                    hashlib.sha256(Path(extra).read_bytes()).hexdigest() if Path(extra).is_file() else extra
-                )
-        blob = json.dumps(ident, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    spec: RunSpec
+    method: MethodSpec
+    card: Card
+    cfg: TrainConfig
+    options: Any
+    backbone: str
+    identity: dict
+    key: str
+    run_dir: Path
 
 
-def resolve_config(method: MethodSpec, overrides: dict[str, Any]) -> tuple[TrainConfig, Any]:
-    """Split overrides between the engine's TrainConfig and the method's own options dataclass."""
-    train_keys = {f.name for f in fields(TrainConfig)}
-    opt_keys = {f.name for f in fields(method.options)} if method.options else set()
-    t, o = {}, {}
-    for k, v in overrides.items():
-        key = k.replace("-", "_")
-        (o if key in opt_keys and key not in train_keys else t)[key] = v
-    cfg = apply_overrides(TrainConfig(), {**method.recipe, **t}, f"{method.name} settings")
-    options = apply_overrides(method.options(), o, f"{method.name} options") if method.options else None
-    return cfg, options
+def plan_run(spec: RunSpec) -> Plan:
+    method = get_method(spec.method)
+    card = load_card(spec.dataset)
+    cfg, options = resolve_config(method, spec.overrides)
+    backbone = spec.backbone or method.default_backbone
+    identity = spec.identity()
+    key = identity_key(identity)
+    run_id = f"{card.name}-{method.name}-{backbone}-s{spec.seed}-{key}".replace("/", "_")
+    return Plan(spec, method, card, cfg, options, backbone, identity, key, Path(spec.out) / run_id)
 
 
 def choose_splits(
@@ -113,8 +98,13 @@ def choose_splits(
     return train, ds.partition(select), select
 
 
-def _limit(idx: np.ndarray | None, n: int) -> np.ndarray | None:
-    return idx if idx is None or not n else idx[:n]
+def load_data(spec: RunSpec, card: Card) -> PARDataset:
+    ds = load_dataset(card.name, spec.root, partition=spec.partition, source=spec.source)
+    if spec.split_file:
+        from parbench.data.audit import apply_split_file
+
+        ds = apply_split_file(ds, spec.split_file)
+    return ds
 
 
 def environment() -> dict:
@@ -128,170 +118,191 @@ def environment() -> dict:
             "gpu": gpu, "python": platform.python_version(), "host": platform.node()}  # fmt: skip
 
 
-def progress_bar(quiet: bool):
-    """A rich progress bar on stderr: images done, images/s and ETA."""
-    if quiet:
+# ---------------------------------------------------------------------------------------------- run folder
+def _epochs_logged(run_dir: Path) -> int:
+    log = run_dir / "log.jsonl"
+    return log.read_text().count("\n") if log.is_file() else 0
+
+
+def open_run_dir(run_dir: Path, resume: bool, main: bool) -> str:
+    """'finished', 'resume' or 'fresh'; refuses to overwrite an interrupted run, never deletes anything."""
+    if (run_dir / "record.json").is_file():
+        return "finished"
+    if (run_dir / "last.pt").is_file():
+        if resume:
+            return "resume"
+        raise ParbenchError(run_dir, "--resume to continue this run, or remove the folder to start it again",
+                            f"an interrupted run (last finished epoch {_epochs_logged(run_dir)})")  # fmt: skip
+    if main:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            leftovers = [p for p in run_dir.iterdir() if not p.name.startswith("attempt-")]
+            if leftovers:  # a failed attempt's config, log, failed.json: kept, out of the way
+                keep = run_dir / time.strftime("attempt-%Y%m%d-%H%M%S")
+                keep.mkdir(exist_ok=True)
+                for p in leftovers:
+                    p.rename(keep / p.name)
+        except OSError as e:
+            raise ParbenchError(
+                run_dir, "a writable folder for the run (--out)", e.strerror or str(e)
+            ) from None
+    return "fresh"
+
+
+def _finished(plan: Plan, store) -> dict:
+    """A run done before: its record (added to the store if it is not there), not a retrained one."""
+    rec = json.loads((plan.run_dir / "record.json").read_text())
+    if store is not None and not store.has_key(rec.get("key")):
+        with np.load(plan.run_dir / "predictions.npz", allow_pickle=False) as z:
+            store.add_run(rec, probs=z["probs"], labels=z["labels"])
+    return {**rec, "reused": True}
+
+
+# ---------------------------------------------------------------------------------------------- train, test
+def _train(plan: Plan, built: Built, ds: PARDataset, train_idx, select_idx, selected_on: str, device, resume: bool,
+           progress) -> History:  # fmt: skip
+    cfg, seed = plan.cfg, plan.spec.seed
+    pos_ratio = (ds.labels[train_idx] == 1).mean(0).astype(np.float32)
+    if built.method.uses_features:  # encode once (cached on disk), train the head on tensors
+        t_eval = build_transform(built.preprocess, False)
+        feats = {name: cached_features(built.model, ds, idx, t_eval, device, cfg, feature_cache_key(built, ds, idx),
+                                       progress) for name, idx in (("train", train_idx), ("select", select_idx))
+                 if idx is not None}  # fmt: skip
+        return fit(FeatureHead(built.model), feats["train"], feats.get("select"), pos_ratio, cfg, seed, device,
+                   selected_on, plan.run_dir, resume, progress)  # fmt: skip
+    train_set = ImageSplit(ds, train_idx, build_transform(built.preprocess, True, cfg.pad, cfg.flip),
+                           cfg.cache_images, aug_seed=seed)  # fmt: skip
+    select_set = None
+    if select_idx is not None:
+        select_set = ImageSplit(ds, select_idx, build_transform(built.preprocess, False), cfg.cache_images)
+    return fit(built.model, train_set, select_set, pos_ratio, cfg, seed, device, selected_on, plan.run_dir, resume,
+               progress)  # fmt: skip
+
+
+def _limit(idx: np.ndarray | None, n: int) -> np.ndarray | None:
+    return idx if idx is None or not n else idx[:n]
+
+
+def _failed(plan: Plan, built: Built, err: Diverged, store, t_start: float) -> None:
+    """A diverged run is recorded as failed (never as a score) and the error goes on to the user."""
+    rec = {**_record_base(plan, built), "status": "failed", "error": str(err), "failed_epoch": err.epoch,
+           "failed_step": err.step, "wall_s": time.perf_counter() - t_start,
+           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    write_text(plan.run_dir / "failed.json", json.dumps(rec, indent=1, default=float))
+    (plan.run_dir / "last.pt").unlink(missing_ok=True)  # nothing worth resuming: the same run diverges again
+    if store is not None:
+        store.add_run(rec)
+
+
+def _record_base(plan: Plan, built: Built) -> dict:
+    spec, card = plan.spec, plan.card
+    bb = built.backbone
+    return {
+        "run_id": plan.run_dir.name, "key": plan.key, "group_key": group_key(plan.identity),
+        "identity": plan.identity, "dataset": card.name, "card_version": card.version, "card_sha256": card.sha256,
+        "partition": spec.partition, "root": spec.root, "source": spec.source, "split_file": spec.split_file,
+        "method": built.method.name, "backbone": plan.backbone, "pretrained": bb.pretrained,
+        "weights_sha256": bb.weights_sha256, "activation": bb.activation, "seed": spec.seed,
+        "attributes": card.attribute_names, "groups": {a.name: a.group for a in card.attributes},
+        **built.counts(), "epochs": plan.cfg.epochs, "smoke": plan.cfg.smoke, "unspecified": plan.cfg.unspecified,
+        "config": _resolved(plan), "preprocess": asdict(built.preprocess), "environment": environment(),
+        "run_dir": str(plan.run_dir), "world_size": dist.world_size(),
+    }  # fmt: skip
+
+
+def _resolved(plan: Plan) -> dict:
+    out = {
+        "run": {k: v for k, v in asdict(plan.spec).items() if k != "overrides"},
+        "train": config_dict(plan.cfg),
+    }
+    if plan.options is not None:
+        out["options"] = asdict(plan.options)
+    return out
+
+
+def _open_store(path: str | None):
+    if not path:
         return None
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, ProgressColumn, TextColumn, TimeRemainingColumn
-    from rich.text import Text
+    from parbench.store import Store
 
-    class Speed(ProgressColumn):
-        def render(self, task) -> Text:
-            return Text("– img/s" if task.speed is None else f"{task.speed:.1f} img/s")
-
-    cols = [TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} img"), Speed(),
-            TimeRemainingColumn()]  # fmt: skip
-    return Progress(*cols, console=Console(stderr=True), transient=True)
+    return Store(path)
 
 
 def run(spec: RunSpec) -> dict:
     """Train (if the method trains), select, evaluate on test, write the run folder, return the record."""
     t_start = time.perf_counter()
-    method = get_method(spec.method)
-    card = load_card(spec.dataset)
-    cfg, options = resolve_config(method, spec.overrides)
-    backbone_name = spec.backbone or method.default_backbone
+    plan = plan_run(spec)
+    cfg = plan.cfg
     dist.init_from_env(cfg.device)  # torchrun: join the process group (no-op for one process)
     main = dist.is_main()
-    seed_everything(spec.seed)
-    ds = load_dataset(card.name, spec.root, partition=spec.partition, source=spec.source)
-    if spec.split_file:
-        from parbench.data.audit import apply_split_file
-
-        ds = apply_split_file(ds, spec.split_file)
-    device = pick_device(cfg)
-    backbone = create_backbone(backbone_name, spec.pretrained, device="cpu")
-    model = method.build(backbone, card, options)
-    total, trainable = count_params(model)
-    if cfg.grad_checkpointing:  # the method's own tower loop first (PromptPAR), else open_clip's
-        target = model if hasattr(model, "set_grad_checkpointing") else backbone.model
-        target.set_grad_checkpointing(True)
-
-    train_idx, select_idx, selected_on = choose_splits(card, ds, cfg, spec.seed)
-    test_idx = ds.partition(card.test_split)
+    store = (
+        _open_store(spec.store) if main else None
+    )  # a store that cannot be opened fails now, not at the end
+    state = open_run_dir(plan.run_dir, spec.resume, main)
+    if state == "finished":
+        return _finished(plan, store)
+    ds = load_data(spec, plan.card)
+    train_idx, select_idx, selected_on = choose_splits(plan.card, ds, cfg, spec.seed)
+    test_idx = ds.partition(plan.card.test_split)
     train_idx, select_idx, test_idx = (_limit(i, cfg.limit) for i in (train_idx, select_idx, test_idx))
-    pre = getattr(model, "preprocess", None) or backbone.preprocess
-    normalization = getattr(model, "normalization", None) or cfg.normalization
-    t_train = build_transform(pre, True, cfg.pad, cfg.flip, normalization)
-    t_eval = build_transform(pre, False, normalization=normalization)
-    pos_ratio = (ds.labels[train_idx] == 1).mean(0).astype(np.float32)
-
-    run_id = f"{card.name}-{method.name}-{backbone_name}-s{spec.seed}-{spec.key()}".replace("/", "_")
-    run_dir = Path(spec.out) / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not spec.resume and main:
-        (run_dir / "log.jsonl").unlink(missing_ok=True)
-        (run_dir / "last.pt").unlink(missing_ok=True)
-    resolved = {"run": {k: v for k, v in asdict(spec).items() if k != "overrides"}, "train": config_dict(cfg)}
-    if options is not None:
-        resolved["options"] = asdict(options)
+    built = build_model(plan.method, plan.card, cfg, plan.options, plan.backbone, spec.pretrained, spec.seed)
+    device = pick_device(cfg)
     if main:
-        write_text(run_dir / "config.toml", to_toml({**resolved["run"], "train": resolved["train"],
-                                                  **({"options": resolved["options"]} if options else {})}))  # fmt: skip
+        resolved = _resolved(plan)
+        write_text(plan.run_dir / "config.toml", to_toml({**resolved["run"], "train": resolved["train"],
+                                                         **({"options": resolved["options"]} if plan.options else {})}))  # fmt: skip
 
     progress = progress_bar(spec.quiet or not main)
-    t_fit = time.perf_counter()
-    with progress or _Null():
-        model.to(device)
-        if method.uses_features:
-            from parbench.engine.features import FeatureHead
-
-            key = dict(backbone=backbone.describe(), dataset=card.name, card=card.sha256, root=str(ds.root),
-                       partition=spec.partition, transform=describe(pre, False, 0, False, normalization))  # fmt: skip
-            feats = {s: cached_features(model, ds, idx, t_eval, device, cfg, {**key, "split": s}, progress)
-                     for s, idx in (("train", train_idx), ("select", select_idx), ("test", test_idx))
-                     if idx is not None}  # fmt: skip
-            head = FeatureHead(model)
-            hist = fit(head, feats["train"], feats.get("select"), pos_ratio, cfg, spec.seed, device, selected_on,
-                       run_dir, spec.resume, progress)  # fmt: skip
-            test_loader = epoch_loader(feats["test"], cfg.eval_batch_size, spec.seed, 0, 0, shuffle=False)
-            probs, labels = predict(head, test_loader, device, cfg)
+    with progress or contextlib.nullcontext():
+        t_fit = time.perf_counter()
+        if plan.method.trains and cfg.epochs > 0:
+            try:
+                hist = _train(
+                    plan, built, ds, train_idx, select_idx, selected_on, device, state == "resume", progress
+                )
+            except Diverged as e:
+                if main:
+                    _failed(plan, built, e, store, t_start)
+                raise
         else:
-            cache = cfg.cache_images
-            if method.trains and cfg.epochs > 0:
-                train_set = ImageSplit(ds, train_idx, t_train, cache, aug_seed=spec.seed)
-                select_set = ImageSplit(ds, select_idx, t_eval, cache) if select_idx is not None else None
-                hist = fit(model, train_set, select_set, pos_ratio, cfg, spec.seed, device, selected_on, run_dir,
-                           spec.resume, progress)  # fmt: skip
-            else:
-                from parbench.engine.train import History
-
-                hist, selected_on = History(selected_on="none (no training)"), "none (no training)"
-            test_loader = epoch_loader(ImageSplit(ds, test_idx, t_eval), cfg.eval_batch_size, spec.seed, 0,
-                                       cfg.num_workers, shuffle=False)  # fmt: skip
-            t_pred = time.perf_counter()
-            probs, labels = predict(model, test_loader, device, cfg)
-            eval_ips = len(test_idx) / max(time.perf_counter() - t_pred, 1e-9)
-    fit_s = time.perf_counter() - t_fit
-
+            hist, selected_on = History(selected_on="none (no training)"), "none (no training)"
+        fit_s = time.perf_counter() - t_fit
+        reset_ok = memory.reset_peak(device)
+        t_eval, info = time.perf_counter(), {}
+        probs, labels = predict_split(built, ds, test_idx, device, progress, info=info)
+        eval_s = time.perf_counter() - t_eval
+    peak_eval = memory.peak_mb(device)
     metrics = protocol_metrics(labels, probs, cfg.unspecified)
     if not main:  # only rank 0 writes; the others hand back the same metrics without a record
-        return {"run_id": run_id, "metrics": metrics, "rank": dist.rank()}
-    save_npz(run_dir / "predictions.npz", probs=probs.astype(np.float32), labels=labels, index=test_idx)
-    save_torch({"trainable": trainable_state(model), "config": resolved, "attributes": card.attribute_names,
-                 "method": method.name, "backbone": backbone.describe()}, run_dir / "trainable.pt")  # fmt: skip
-    (run_dir / "last.pt").unlink(missing_ok=True)
+        return {"run_id": plan.run_dir.name, "metrics": metrics, "rank": dist.rank()}
 
+    save_npz(plan.run_dir / "predictions.npz", probs=probs.astype(np.float32), labels=labels, index=test_idx)
+    save_torch({"trainable": trainable_state(built.model), "frozen_sha256": built.frozen_sha256(),
+                "config": _resolved(plan), "attributes": plan.card.attribute_names, "method": plan.method.name,
+                "backbone": built.backbone.describe(), "identity": plan.identity}, plan.run_dir / "trainable.pt")  # fmt: skip
+    (plan.run_dir / "last.pt").unlink(missing_ok=True)
     intervals = {}
     if cfg.bootstrap:
         intervals = {name: bootstrap_ci(labels, probs, name, unspecified=cfg.unspecified, n_boot=cfg.bootstrap,
                                         seed=spec.seed) for name in PROTOCOLS}  # fmt: skip
-    train_rows = [e for e in hist.epochs]
-    ips = [e["images_per_s"] for e in train_rows[1:] or train_rows]  # skip the warm-up epoch when possible
-    peak = max((e.get("peak_mem_mb", 0.0) for e in train_rows), default=0.0)
-    if device.type == "cuda":
-        peak = max(peak, torch.cuda.max_memory_allocated(device) / 2**20)
+    rows = hist.epochs
+    ips = [e["images_per_s"] for e in rows[1:] or rows]  # skip the warm-up epoch when possible
+    base = _record_base(plan, built)
     record = {
-        "run_id": run_id,
-        "key": spec.key(),
-        "dataset": card.name,
-        "card_version": card.version,
-        "card_sha256": card.sha256,
-        "partition": spec.partition,
-        "method": method.name,
-        "backbone": backbone_name,
-        "pretrained": backbone.pretrained,
-        "seed": spec.seed,
-        "metrics": metrics,
-        "intervals": intervals,
-        "attributes": card.attribute_names,
-        "groups": {a.name: a.group for a in card.attributes},
-        "total_params": total,
-        "trainable_params": trainable,
-        "trainable_pct": 100.0 * trainable / max(total, 1),
-        "selected_on": selected_on,
-        "selected_on_test": selected_on == "test",
-        "best_epoch": hist.best_epoch,
-        "epochs": cfg.epochs,
+        **base, "status": "finished", "metrics": metrics, "intervals": intervals,
+        "trainable_pct": 100.0 * base["trainable_params"] / max(base["total_params"], 1),
+        "selected_on": selected_on, "selected_on_test": selected_on == "test",
+        "select_protocol": cfg.select_protocol, "best_epoch": hist.best_epoch,
         "train_images_per_s": float(np.mean(ips)) if ips else 0.0,
-        "eval_images_per_s": locals().get("eval_ips", 0.0),
-        "peak_mem_mb": peak,
-        "fit_s": fit_s,
-        "wall_s": time.perf_counter() - t_start,
-        "smoke": cfg.smoke,
-        "unspecified": cfg.unspecified,
-        "n_test": len(test_idx),
-        "device": str(device),
-        "world_size": dist.world_size(),
-        "config": resolved,
-        "preprocess": asdict(pre),
-        "normalization": normalization,
-        "environment": environment(),
-        "run_dir": str(run_dir),
+        "eval_images_per_s": len(test_idx) / max(eval_s, 1e-9),
+        "eval_timed": "head on cached features" if info.get("features_cached") else "end to end",
+        "peak_mem_mb": max((e.get("peak_mem_mb", 0.0) for e in rows), default=0.0),
+        "peak_eval_mem_mb": peak_eval, "peak_mem_kind": memory.kind(device, reset_ok),
+        "fit_s": fit_s, "eval_s": eval_s, "wall_s": time.perf_counter() - t_start, "n_test": len(test_idx),
+        "device": str(device), "dtype": "bf16 autocast" if device.type == "cuda" and cfg.amp else "fp32",
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
-    write_text(run_dir / "record.json", json.dumps(record, indent=1, default=float))
-    if spec.store:
-        from parbench.store import Store
-
-        Store(spec.store).add_run(record, probs=probs, labels=labels)
+    }  # fmt: skip
+    write_text(plan.run_dir / "record.json", json.dumps(record, indent=1, default=float))
+    if store is not None:
+        store.add_run(record, probs=probs, labels=labels)
     return record
-
-
-class _Null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False

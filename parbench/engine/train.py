@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import time
 from collections.abc import Callable
@@ -19,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from parbench.atomic import save_torch
-from parbench.engine import dist
+from parbench.atomic import save_torch, write_text
+from parbench.engine import dist, memory
 from parbench.engine.config import TrainConfig
 from parbench.engine.loss import weighted_bce
 from parbench.engine.params import trainable_state
 from parbench.engine.schedule import lr_at
+from parbench.errors import Diverged, ParbenchError
 from parbench.metrics import pedestrian_metrics
 
 
@@ -54,8 +56,6 @@ def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimize
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    from parbench.errors import ParbenchError
-
     raise ParbenchError("optimizer", "sgd or adamw", cfg.optimizer)
 
 
@@ -86,7 +86,7 @@ def _loss(out: dict, labels: torch.Tensor, pos_ratio: torch.Tensor, cfg: TrainCo
 
 
 def train_epoch(
-    model, loader, opt, pos_ratio, cfg: TrainConfig, device, tick: Callable | None = None
+    model, loader, opt, pos_ratio, cfg: TrainConfig, device, tick: Callable | None = None, epoch: int = 0
 ) -> dict:
     model.train()
     total, n_img, steps, t0 = 0.0, 0, 0, time.perf_counter()
@@ -97,6 +97,9 @@ def train_epoch(
         with autocast(device, cfg):
             out = model(images)
         loss = _loss(out, labels, pos_ratio, cfg)
+        value = float(loss.detach())
+        if not math.isfinite(value):  # diverged: stop now, never score a model of NaNs as chance
+            raise Diverged(epoch, step + 1, value)
         opt.zero_grad(set_to_none=True)
         # this process's share of the global batch (1.0 alone): DDP's gradient mean = the global batch mean
         (loss * (weights[step] if weights else 1.0)).backward()
@@ -104,7 +107,7 @@ def train_epoch(
             for params in groups:
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
         opt.step()
-        total += float(loss.detach()) * len(images)
+        total += value * len(images)
         n_img += len(images)
         steps += 1
         if tick:
@@ -150,16 +153,38 @@ class History:
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+    """Every RNG's state as tensors and plain numbers: last.pt loads with torch's weights-only loader."""
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos),
+            int(has_gauss), float(gauss)], "python": [version, list(py_state), py_gauss],
             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}  # fmt: skip
 
 
 def _set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
-    np.random.set_state(s["numpy"])
-    random.setstate(s["python"])
+    name, keys, pos, has_gauss, gauss = s["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, py_state, py_gauss = s["python"]
+    random.setstate((version, tuple(py_state), py_gauss))
     if s["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def load_resume_state(path: Path) -> dict:
+    """last.pt through torch's weights-only loader: tensors and plain data, nothing that can run code."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt, truncated, or holding objects weights_only refuses
+        raise ParbenchError(path, "a parbench resume checkpoint (delete it to start the run again)",
+                            f"{type(e).__name__}: {str(e).splitlines()[0][:160]}") from None  # fmt: skip
+    if not isinstance(ck, dict) or not {"epoch", "trainable", "optimizer", "history", "rng"} <= set(ck):
+        raise ParbenchError(
+            path,
+            "a parbench resume checkpoint",
+            f"keys {sorted(ck)[:6] if isinstance(ck, dict) else type(ck).__name__}",
+        )
+    return ck
 
 
 def fit(
@@ -188,12 +213,14 @@ def fit(
     best_state = None
     ckpt_path = run_dir / "last.pt" if run_dir else None
     if resume and ckpt_path and ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = load_resume_state(ckpt_path)
         model.load_state_dict(ck["trainable"], strict=False)
         opt.load_state_dict(ck["optimizer"])
         hist = History(**ck["history"])
         best_state, start = ck["best_state"], ck["epoch"] + 1
         _set_rng_state(ck["rng"])
+        if write:  # the log holds exactly the checkpointed epochs (an interrupt can fall between the two)
+            write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in hist.epochs))
     for epoch in range(start, cfg.epochs + 1):
         lrs = set_epoch_lr(opt, epoch, cfg)
         loader = epoch_loader(train_set, cfg.batch_size, seed, epoch, cfg.num_workers)
@@ -204,21 +231,18 @@ def fit(
             else None
         )
         tick = (lambda n, t=task: progress.advance(t, n)) if progress else None
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        memory.reset_peak(device)
         if hasattr(train_set, "epoch"):
             train_set.epoch = epoch  # per-image augmentation seeds follow the epoch
-        stats = train_epoch(trained, loader, opt, pos, cfg, device, tick)
+        stats = train_epoch(trained, loader, opt, pos, cfg, device, tick, epoch)
         if progress:
             progress.remove_task(task)
-        row = {"epoch": epoch, "lr": lrs, **stats}
-        if device.type == "cuda":
-            row["peak_mem_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+        row = {"epoch": epoch, "lr": lrs, **stats, "peak_mem_mb": memory.peak_mb(device)}
         if select_set is not None and select_on != "last":
             sl = epoch_loader(select_set, cfg.eval_batch_size, seed, 0, cfg.num_workers, shuffle=False)
             probs, labels = predict(model, sl, device, cfg)
-            m = pedestrian_metrics(labels, probs, "promptpar", unspecified=cfg.unspecified)
-            row["select"] = {"split": select_on, **m.headline()}
+            m = pedestrian_metrics(labels, probs, cfg.select_protocol, unspecified=cfg.unspecified)
+            row["select"] = {"split": select_on, "protocol": cfg.select_protocol, **m.headline()}
             if m.ma > hist.best_score:  # strict: ties keep the earlier epoch
                 hist.best_score, hist.best_epoch, best_state = m.ma, epoch, trainable_state(model)
         hist.epochs.append(row)

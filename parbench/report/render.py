@@ -174,7 +174,7 @@ def render_report(store_path: str | Path, out_dir: str | Path, protocol: str = "
         raise ParbenchError(
             store_path, "a results store (run `parbench run ... --store FILE` first)", "no such file"
         )
-    store = Store(store_path)
+    store = Store(store_path, create=False)
     records = store.records(include_smoke=include_smoke)
     if not records:
         raise ParbenchError(

@@ -8,6 +8,7 @@ images give a natural train/val split; the test JSON gives test.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -41,8 +42,15 @@ def _read_json(path: Path, k: int) -> tuple[list[str], list[list[float]], list[l
                 raise ParbenchError(
                     path, f"images[{i}].targets[{j}].attribute: {k} values in 1/-1/0", repr(attr)
                 )
-            if not isinstance(bbox, list) or len(bbox) != 4:
-                raise ParbenchError(path, f"images[{i}].targets[{j}].bbox [x, y, w, h]", repr(bbox))
+            ok = isinstance(bbox, list) and len(bbox) == 4
+            ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
+            ok = ok and all(math.isfinite(v) for v in bbox) and bbox[2] > 0 and bbox[3] > 0
+            if not ok:
+                raise ParbenchError(
+                    path,
+                    f"images[{i}].targets[{j}].bbox [x, y, w, h] as finite numbers, w and h > 0",
+                    repr(bbox),
+                )
             files.append(name)
             boxes.append([float(v) for v in bbox])
             labels.append([CODES[a] for a in attr])

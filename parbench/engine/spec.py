@@ -1,0 +1,97 @@
+"""What a run is: `RunSpec` (what the user asked for) and its identity (what decides its numbers).
+
+A run's identity is its *resolved* configuration and its data: dataset card, the content of the annotation
+files (and of a reference pickle or split file), partition, method, backbone, the weights' content (a tag, a
+file's sha256, or random weights with their seed), every resolved setting and the seed. Two runs with the same
+identity are the same run (a finished one is not redone); two that differ in anything but the seed are never
+averaged into one leaderboard row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from parbench.errors import ParbenchError
+
+
+@dataclass
+class RunSpec:
+    dataset: str
+    method: str
+    backbone: str | None = None
+    pretrained: str | None = None
+    seed: int = 0
+    root: str | None = None
+    partition: int = 0
+    overrides: dict[str, Any] = field(default_factory=dict)  # --config file, then --set
+    out: str = "runs"
+    resume: bool = False
+    store: str | None = None
+    quiet: bool = False
+    source: str | None = None  # a reference pickle (dataset_all.pkl / pad.pkl) instead of the original files
+    split_file: str | None = None  # a split from `parbench datasets zs-split` instead of the dataset's own
+
+    def identity(self) -> dict[str, Any]:
+        """Everything that decides this run's numbers (see the module docstring)."""
+        from parbench.backbones import resolve_pretrained
+        from parbench.cards import load_card
+        from parbench.engine.config import resolve_config
+        from parbench.methods import get_method
+
+        method = get_method(self.method)
+        card = load_card(self.dataset)
+        cfg, options = resolve_config(method, self.overrides)
+        backbone = self.backbone or method.default_backbone
+        ident = {
+            "dataset": card.name, "card_sha256": card.sha256, "data_sha256": data_fingerprint(card, self.root),
+            "partition": self.partition, "method": method.name, "backbone": backbone,
+            "weights": weights_identity(backbone, resolve_pretrained(backbone, self.pretrained)),
+            "train": asdict(cfg), "options": asdict(options) if options is not None else None, "seed": self.seed,
+        }  # fmt: skip
+        for name, path in (("source", self.source), ("split_file", self.split_file)):
+            if path:
+                if not Path(path).is_file():
+                    raise ParbenchError(path, f"an existing {name.replace('_', ' ')}", "no such file")
+                from parbench.hashing import file_sha256
+
+                ident[f"{name}_sha256"] = file_sha256(path)
+        return ident
+
+    def key(self) -> str:
+        return identity_key(self.identity())
+
+
+def identity_key(identity: dict) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def group_key(identity: dict) -> str:
+    """The identity without the seed: runs with equal group keys are seeds of one configuration."""
+    return identity_key({k: v for k, v in identity.items() if k != "seed"})
+
+
+def data_fingerprint(card, root: str | Path | None) -> str:
+    """sha256 over the content of the dataset's annotation files under its resolved root."""
+    from parbench.data.prepared import resolve_root
+    from parbench.hashing import files_sha256
+
+    base = resolve_root(card, root)
+    return files_sha256([base / f for f in card.source_files])
+
+
+def weights_identity(backbone: str, pretrained: str) -> str:
+    """A tag as is; a weights file by content; the tiny synthetic weights by their recipe; random as 'none'
+    (the run's seed, part of the identity, draws them)."""
+    if pretrained == "synthetic":
+        from parbench.tiny_pretrain import TinyPretrainSpec
+
+        return f"synthetic:{TinyPretrainSpec().key()}"
+    if pretrained != "none" and Path(pretrained).is_file():
+        from parbench.hashing import file_sha256
+
+        return f"sha256:{file_sha256(pretrained)}"
+    return pretrained
