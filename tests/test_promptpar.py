@@ -100,27 +100,67 @@ def test_fixed_variant_every_trainable_gets_gradient_and_no_frozen_does():
             assert p.grad is None, n
 
 
-def test_reference_variant_text_prompts_receive_no_gradient():
+def _reference_text_forward(model):
+    """The reference's own text computation, written out here: the prompts appended after the 77 tokens at
+    positions 77..79 of every layer, CLIP's causal mask enlarged to 80 x 80, EOT pooling. parbench skips the
+    prompts in the reference variant; this is what it claims to be equal to."""
+    from promptpar.model import block_forward
+
+    c = model.clip
+    tokens = model.tokens
+    x = c.token_embedding(tokens) + c.positional_embedding  # (A, 77, W)
+    n = model.prompt_text_deep.shape[1]
+    L = x.shape[1] + n
+    causal = torch.ones(L, L, dtype=torch.bool).tril()
+    for layer, blk in enumerate(c.transformer.resblocks):
+        p = model.prompt_text_deep[layer].transpose(0, 1)  # (A, n, W)
+        x = torch.cat([x[:, :77], p], dim=1)  # (A, 80, W)
+        x = block_forward(blk, x, causal)
+    x = c.ln_final(x)
+    return x[torch.arange(x.shape[0]), tokens.argmax(dim=-1)] @ c.text_projection
+
+
+def test_reference_text_prompts_cannot_reach_the_pooled_token():
+    model = _tiny("reference")
+    with torch.no_grad():
+        model.prompt_text_deep.normal_(0, 10.0)  # large prompts: any leak would show
+    fed = _reference_text_forward(model)
+    torch.testing.assert_close(model.encode_text(), fed, rtol=0, atol=1e-6)  # skipping them changes nothing
+    fed.sum().backward()  # and fed as the reference feeds them, they get exactly zero gradient
+    assert model.prompt_text_deep.grad is not None and model.prompt_text_deep.grad.abs().max() == 0
+    fixed = _tiny("fixed")  # the fix puts them where EOT sees them: they change the features
+    with torch.no_grad():
+        before = fixed.encode_text()
+        fixed.prompt_text_deep.normal_(0, 10.0)
+        assert (fixed.encode_text() - before).abs().max() > 1e-3
+
+
+def test_reference_variant_trains_the_fusion_norms():
     model = _tiny("reference")
     _step(model)
-    g = model.prompt_text_deep.grad
-    assert g is None or g.abs().sum() == 0
     assert model.prompt_deep.grad.abs().sum() > 0
     assert model.fusion.blocks[0].norm1.weight.requires_grad  # the reference's substring rule
 
 
 def test_reference_gl_uses_last_sample_for_the_batch():
-    model = _tiny("reference")
-    model.eval()
-    all_class = torch.randn(4, 5, model.clip.visual.output_dim)
-    text = torch.randn(model.num_attributes, model.clip.visual.output_dim)
-    a = model.aggregate(all_class, text)
-    b = model.aggregate(torch.cat([torch.randn(3, 5, all_class.shape[-1]), all_class[3:]]), text)
-    fixed = _tiny("fixed")
-    fixed.eval()
-    # the local term comes from the last sample only; the global term still differs per sample
-    assert not torch.allclose(a, b)
-    assert fixed.aggregate(all_class, text).shape == a.shape
+    """Changing the part tokens of every sample but the last leaves the reference's GL output unchanged (its
+    loop keeps the last sample's local term for the whole batch); the fixed variant's output moves."""
+    torch.manual_seed(0)
+    C = 16
+    all_class = torch.randn(4, 5, C)
+    other = all_class.clone()
+    other[:3, 1:] = torch.randn(3, 4, C)  # parts of samples 0..2; the global token (index 0) unchanged
+    text = torch.randn(6, C)
+    for variant in ("reference", "fixed"):
+        model = _tiny(variant)
+        model.agg_bn = torch.nn.BatchNorm1d(6).eval()  # per-sample normalisation (running statistics)
+        model.softmax_model.temperature.data.fill_(0.05)  # sharp: the local max/min terms matter
+        with torch.no_grad():
+            a, b = model.aggregate(all_class, text), model.aggregate(other, text)
+        if variant == "reference":
+            torch.testing.assert_close(a, b)
+        else:
+            assert (a[:3] - b[:3]).abs().max() > 1e-4 and torch.equal(a[3], b[3])
 
 
 def test_eval_caches_text_features():

@@ -41,13 +41,12 @@ def resolve_root(card: Card, root: str | Path | None) -> Path:
 
 
 def _prepared_path(card: Card, root: Path, partition: int) -> Path:
-    # the key covers everything that changes the content: card, root, partition and the source files' stat
-    stats = []
-    for f in card.source_files:
-        p = root / f
-        st = p.stat() if p.exists() else None
-        stats.append(f"{f}:{st.st_size}:{st.st_mtime_ns}" if st else f"{f}:-")
-    raw = f"{PREPARED_VERSION}|{card.sha256}|{root}|{partition}|{'|'.join(stats)}"
+    # the key covers everything that changes the content: card, root, partition and the source files' content
+    # (hashed once per file version, see parbench/hashing.py): an annotation fixed in place is read again
+    from parbench.hashing import files_sha256
+
+    digest = files_sha256([root / f for f in card.source_files])
+    raw = f"{PREPARED_VERSION}|{card.sha256}|{root}|{partition}|{digest}"
     key = hashlib.sha256(raw.encode()).hexdigest()[:16]
     safe = card.name.replace("/", "_")
     return cache_dir() / "prepared" / f"{safe}-p{partition}-{key}"

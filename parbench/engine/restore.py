@@ -118,7 +118,7 @@ def _data_settings(r: Restored, root, partition, split_file, source) -> tuple[di
     asked = {"root": root, "partition": partition, "split_file": split_file, "source": source}
     out, from_run = {}, []
     for k, v in asked.items():
-        if v is None and r.run.get(k) not in (None, ""):
+        if v is None and r.run.get(k) not in (None, "", 0):  # partition 0 is everyone's default: not news
             out[k] = r.run[k]
             from_run.append(k)
         else:
