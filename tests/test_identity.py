@@ -43,7 +43,9 @@ def _peta(root, n=60):
     (root / "images").mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (48, 24, 3), dtype=np.uint8)).save(root / "images" / f"{i + 1:05d}.png")
+        Image.fromarray(rng.integers(0, 256, (48, 24, 3), dtype=np.uint8)).save(
+            root / "images" / f"{i + 1:05d}.png"
+        )
     return root
 
 
@@ -90,7 +92,9 @@ def test_overwritten_weights_file_is_another_run_and_restore_refuses_it(tmp_path
     from parbench.tiny_pretrain import TinyPretrainSpec, ensure_weights
 
     path = tmp_path / "w.pt"
-    small = lambda seed: TinyPretrainSpec(identities=8, images_per_identity=2, epochs=1, batch_size=8, data_seed=seed)  # noqa: E731
+    small = lambda seed: TinyPretrainSpec(
+        identities=8, images_per_identity=2, epochs=1, batch_size=8, data_seed=seed
+    )
     shutil.copy(ensure_weights(small(70)), path)
     spec = dict(dataset="synthetic", method="linear-probe", backbone="parbench-tiny", pretrained=str(path),
                 overrides=FAST, out=str(tmp_path / "runs"), quiet=True)  # fmt: skip
@@ -123,7 +127,9 @@ def test_building_tiny_weights_leaves_the_global_rng_alone():
     torch.manual_seed(5)
     want = torch.rand(3)
     torch.manual_seed(5)
-    ensure_weights(TinyPretrainSpec(identities=8, images_per_identity=2, epochs=1, batch_size=8, data_seed=72))
+    ensure_weights(
+        TinyPretrainSpec(identities=8, images_per_identity=2, epochs=1, batch_size=8, data_seed=72)
+    )
     assert torch.equal(torch.rand(3), want)
 
 

@@ -68,7 +68,9 @@ def plan_run(spec: RunSpec) -> Plan:
     method = get_method(spec.method)
     card = load_card(spec.dataset)
     if not 0 <= spec.partition < max(card.partitions, 1):
-        raise ParbenchError(f"--partition for {card.name}", f"0..{max(card.partitions, 1) - 1}", str(spec.partition))
+        raise ParbenchError(
+            f"--partition for {card.name}", f"0..{max(card.partitions, 1) - 1}", str(spec.partition)
+        )
     cfg, options = resolve_config(method, spec.overrides)
     backbone = spec.backbone or method.default_backbone
     identity = spec.identity()
