@@ -122,8 +122,9 @@ def load_weights_file(path: Path) -> tuple[dict, bool]:
 
 
 def _preprocess_of(model: Any) -> Preprocess:
-    cfg = getattr(getattr(model, "visual", None), "preprocess_cfg", None) or {}
-    size = cfg.get("size", 224)
+    visual = getattr(model, "visual", None)
+    cfg = getattr(visual, "preprocess_cfg", None) or {}
+    size = cfg.get("size", getattr(visual, "image_size", 224))
     size = (size, size) if isinstance(size, int) else tuple(size)
     return Preprocess(
         size=size,

@@ -239,8 +239,10 @@ def methods_info(
     info = method_info(method, backbone, dataset, num_attributes, overrides)
     if as_json:
         return _json(info)
-    out.print(f"{info['method']} on {info['backbone']} ({info['num_attributes']} attributes): "
-              f"{info['total_params']:,} total, {info['trainable_params']:,} trainable ({info['trainable_pct']:.3f}%)")  # fmt: skip
+    out.print(f"{info['method']} on {info['backbone']} ({info['num_attributes']} attributes, {info['activation']}): "
+              f"{info['total_params']:,} total, {info['trainable_params']:,} trainable ({info['trainable_pct']:.3f}%); "
+              f"image tower {info['image_tower_params']:,}; {info['flops_per_image'] / 1e9:,.1f} GFLOPs per image",
+              highlight=False)  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- run / eval
@@ -537,14 +539,19 @@ def suite_cmd(
 def report_cmd(
     store: Annotated[Path, typer.Option(help="Results store.")] = Path(DEFAULT_STORE),
     out_dir: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("reports/latest"),
-    protocol: Annotated[str, typer.Option(help="Protocol shown: promptpar or rethinking.")] = "promptpar",
-    include_smoke: Annotated[bool, typer.Option(help="Include smoke runs (--limit/--max-steps).")] = False,
+    protocol: Annotated[
+        str, typer.Option(help="Protocol shown first: promptpar or rethinking (both are in the page).")
+    ] = "promptpar",
+    include_smoke: Annotated[
+        bool, typer.Option(help="Include smoke runs (runs with --set limit=N or --set max_steps=N).")
+    ] = False,
 ) -> None:
-    """Render the HTML leaderboard (plus Markdown and CSV) from a store."""
+    """Render the HTML report (both protocols), the leaderboard (Markdown, CSV) and the main table (Markdown,
+    LaTeX) from a store."""
     from parbench.report.render import render_report
 
     path = render_report(store, out_dir, protocol, include_smoke)
-    out.print(f"report: {path}")
+    out.print(f"report: {path}", highlight=False)
 
 
 @app.command("demo")
@@ -566,43 +573,42 @@ def runs_list(
     protocol: Annotated[str, typer.Option(help="Protocol to show.")] = "promptpar",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """One line per run."""
+    """One line per finished run (tab-separated when piped, so nothing is cut)."""
     from parbench.store import Store
 
-    if not store.is_file():
-        raise ParbenchError(store, "a results store", "no such file")
     rows = [r for r in Store(store, create=False).table() if r["protocol"] == protocol]
     if as_json:
         return _json(rows)
-    t = Table("dataset", "method", "backbone", "seed", "mA", "F1", "trainable", "selected on", "run")
-    for r in rows:
-        t.add_row(r["dataset"], r["method"], r["backbone"], str(r["seed"]), f"{100 * r['ma']:.2f}",
-                  f"{100 * r['f1']:.2f}", f"{r['trainable_params']:,}", r["selected_on"], r["run_id"])  # fmt: skip
+    cols = ("dataset", "method", "backbone", "seed", "mA", "F1", "trainable", "selected on", "run")
+    cells = [[r["dataset"], r["method"], r["backbone"], str(r["seed"]), f"{100 * r['ma']:.2f}", f"{100 * r['f1']:.2f}",
+              f"{r['trainable_params']:,}", r["selected_on"], r["run_id"]] for r in rows]  # fmt: skip
+    if not out.is_terminal:
+        sys.stdout.write("\t".join(cols) + "\n" + "".join("\t".join(c) + "\n" for c in cells))
+        return
+    t = Table(*cols)
+    for c in cells:
+        t.add_row(*c)
     out.print(t)
 
 
 @runs_app.command("export")
 def runs_export(
     store: Annotated[Path, typer.Option(help="Results store.")] = Path(DEFAULT_STORE),
-    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output file.")] = Path("runs.csv"),
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output CSV file.")] = Path("runs.csv"),
+    per_attribute: Annotated[
+        bool, typer.Option(help="One row per (run, protocol, attribute) with its mA, instead of one per run.")
+    ] = False,
 ) -> None:
-    """Export every (run, protocol) row for analysis elsewhere (pandas)."""
+    """Export every finished (run, protocol) row as CSV for analysis elsewhere (pandas, R, a spreadsheet)."""
     import pandas as pd
 
+    from parbench.atomic import write_text
     from parbench.store import Store
 
-    df = pd.DataFrame(Store(store, create=False).table())
-    if fmt == "csv":
-        df.to_csv(output, index=False)
-    elif fmt == "parquet":
-        try:
-            df.to_parquet(output, index=False)
-        except ImportError as e:
-            raise ParbenchError(output, "pyarrow installed for parquet", str(e)) from None
-    else:
-        raise ParbenchError("--format", "csv or parquet", fmt)
-    out.print(f"{len(df)} rows -> {output}")
+    s = Store(store, create=False)
+    df = pd.DataFrame(s.attribute_table() if per_attribute else s.table())
+    write_text(output, df.to_csv(index=False))
+    out.print(f"{len(df)} rows -> {output}", highlight=False)
 
 
 @store_app.command("merge")

@@ -36,13 +36,38 @@ class _SizedCard:
         return [a.positive for a in self.attributes]
 
 
-def method_info(
-    method: str, backbone: str, dataset: str | None, num_attributes: int | None, overrides: dict
-) -> dict:
-    """Parameter counts of a method's model as a run builds it (the modules it runs; the image tower apart)."""
+def build_meta(spec, backbone: str, card, options):
+    """The method's model on torch's meta device (shapes only, no memory, no weights files)."""
     import torch
 
     from parbench.backbones import create_backbone
+
+    bb = create_backbone(backbone, "none", meta=True)
+    with torch.device("meta"):
+        model = spec.build(bb, card, options)
+    return model.eval(), bb
+
+
+def forward_flops(model, size: tuple[int, int]) -> int:
+    """FLOPs of one image's evaluation forward (multiply-add = 2 FLOPs; matmuls, convolutions and fused
+    attention as torch's flop counter counts them). Work a method does once per model (PromptPAR's cached text
+    features, zero-shot's text bank) is not per image: the forward runs once to warm such caches first."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    x = torch.empty(1, 3, *size, device="meta")
+    with torch.no_grad():
+        model(x)  # warm caches (text features) outside the count
+        with FlopCounterMode(display=False) as counter:
+            model(x)
+    return int(counter.get_total_flops())
+
+
+def method_info(
+    method: str, backbone: str, dataset: str | None, num_attributes: int | None, overrides: dict
+) -> dict:
+    """Parameter counts and forward FLOPs of a method's model as a run builds it (the modules it runs; the
+    image tower apart)."""
     from parbench.cards import load_card
     from parbench.engine.config import resolve_config
     from parbench.engine.params import count_params
@@ -58,12 +83,11 @@ def method_info(
     else:
         raise ParbenchError("methods info", "--dataset NAME or --num-attributes K", "neither")
     _, options = resolve_config(spec, {**overrides, **spec.meta_overrides})
-    bb = create_backbone(backbone, "none", meta=True)
-    with torch.device("meta"):
-        model = spec.build(bb, card, options)
+    model, bb = build_meta(spec, backbone, card, options)
     total, trainable = count_params(model)
     tower = sum(p.numel() for p in bb.model.visual.parameters())
     return {"method": spec.name, "backbone": backbone, "num_attributes": card.num_attributes,
             "dataset": getattr(card, "name", None), "total_params": total, "trainable_params": trainable,
             "trainable_pct": 100.0 * trainable / max(total, 1), "image_tower_params": tower,
-            "activation": bb.activation, "options": overrides}  # fmt: skip
+            "flops_per_image": forward_flops(model, bb.preprocess.size), "activation": bb.activation,
+            "options": overrides}  # fmt: skip

@@ -257,3 +257,58 @@ def paired_bootstrap(
         "ci_high": float(np.percentile(d, 97.5)),
         "p_value": float((d <= 0).mean()),
     }
+
+
+def _valid_mask(labels: np.ndarray, unspecified: str) -> np.ndarray:
+    """Elements that carry a 0/1 truth for ranking metrics: 255 counts as negative under "negative", and is
+    left out under "ignore" and "stored" (a ranking has no place for a value that is neither)."""
+    if unspecified not in UNSPECIFIED_MODES:
+        raise ParbenchError(None, f"unspecified handling among {', '.join(UNSPECIFIED_MODES)}", unspecified)
+    return np.ones(labels.shape, bool) if unspecified == "negative" else (labels == 0) | (labels == 1)
+
+
+def average_precision(truth: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the precision-recall steps over distinct score thresholds, high to low: sum over thresholds
+    of (R_n - R_{n-1}) * P_n, no interpolation (scikit-learn's `average_precision_score`). NaN without positives."""
+    truth = np.asarray(truth, bool)
+    if not truth.any():
+        return float("nan")
+    order = np.argsort(-np.asarray(scores, np.float64), kind="mergesort")
+    s, y = np.asarray(scores, np.float64)[order], truth[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last index of each distinct score
+    tps = np.cumsum(y)[last].astype(np.float64)
+    precision = tps / (last + 1)
+    recall = tps / tps[-1]
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def roc_auc(truth: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve as the probability that a positive outscores a negative (ties count half):
+    the Mann-Whitney statistic from average ranks. NaN without both classes."""
+    from scipy.stats import rankdata
+
+    truth = np.asarray(truth, bool)
+    n_pos, n_neg = int(truth.sum()), int((~truth).sum())
+    if not n_pos or not n_neg:
+        return float("nan")
+    ranks = rankdata(np.asarray(scores, np.float64))
+    return float((ranks[truth].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def ranking_metrics(labels: np.ndarray, probs: np.ndarray, unspecified: str = "negative") -> dict:
+    """Threshold-free metrics: per-attribute AP and AUROC, and their macro means (mAP, mAUC) over the
+    attributes where they are defined (the counts say how many)."""
+    labels, probs = _check(labels, probs)
+    valid = _valid_mask(labels, unspecified)
+    ap, auc = [], []
+    for j in range(labels.shape[1]):
+        v = valid[:, j]
+        truth, scores = labels[v, j] == 1, probs[v, j]
+        ap.append(average_precision(truth, scores))
+        auc.append(roc_auc(truth, scores))
+    ap_a, auc_a = np.asarray(ap), np.asarray(auc)
+    return {"map": float(np.nanmean(ap_a)) if np.isfinite(ap_a).any() else None,
+            "mauc": float(np.nanmean(auc_a)) if np.isfinite(auc_a).any() else None,
+            "n_ap": int(np.isfinite(ap_a).sum()), "n_auc": int(np.isfinite(auc_a).sum()),
+            "label_ap": [None if not np.isfinite(x) else float(x) for x in ap_a],
+            "label_auc": [None if not np.isfinite(x) else float(x) for x in auc_a]}  # fmt: skip

@@ -189,6 +189,16 @@ class Store:
         )
         return [dict(r) for r in rows]
 
+    def attribute_table(self) -> list[dict[str, Any]]:
+        """One flat row per (finished run, protocol, attribute): the per-attribute mA."""
+        rows = self._read(
+            "SELECT r.run_id, r.dataset, r.method, r.backbone, r.pretrained, r.seed, r.selected_on, a.protocol,"
+            " a.attribute, a.grp AS attribute_group, a.ma FROM runs r JOIN attribute_metrics a USING (run_id)"
+            " WHERE r.status = 'finished' ORDER BY r.dataset, r.method, r.seed, a.protocol, a.rowid",
+            rows=True,
+        )
+        return [dict(r) for r in rows]
+
     def merge_from(self, other: str | Path) -> int:
         """Copy every run of another store into this one (shards written to separate files); idempotent."""
         src = Store(other, create=False)

@@ -43,7 +43,7 @@ from parbench.engine.spec import RunSpec, group_key, identity_key
 from parbench.engine.train import History, fit, pick_device
 from parbench.errors import Diverged, ParbenchError
 from parbench.methods import MethodSpec, get_method
-from parbench.metrics import PROTOCOLS, bootstrap_ci, protocol_metrics
+from parbench.metrics import PROTOCOLS, bootstrap_ci, protocol_metrics, ranking_metrics
 from parbench.progress import progress_bar
 
 __all__ = ["RunSpec", "choose_splits", "resolve_config", "run"]
@@ -224,6 +224,16 @@ def _resolved(plan: Plan) -> dict:
     return out
 
 
+def _flops(plan: Plan) -> int | None:
+    """Forward FLOPs per image of the run's model, counted on the meta device (no memory, no weights)."""
+    from parbench.engine.config import resolve_config
+    from parbench.info import build_meta, forward_flops
+
+    _, options = resolve_config(plan.method, {**plan.spec.overrides, **plan.method.meta_overrides})
+    model, bb = build_meta(plan.method, plan.backbone, plan.card, options)
+    return forward_flops(model, bb.preprocess.size)
+
+
 def _open_store(path: str | None):
     if not path:
         return None
@@ -285,6 +295,7 @@ def run(spec: RunSpec) -> dict:
                 "config": _resolved(plan), "attributes": plan.card.attribute_names, "method": plan.method.name,
                 "backbone": built.backbone.describe(), "identity": plan.identity}, plan.run_dir / "trainable.pt")  # fmt: skip
     (plan.run_dir / "last.pt").unlink(missing_ok=True)
+    full_bytes = sum(t.numel() * t.element_size() for t in built.model.state_dict().values())
     intervals = {}
     if cfg.bootstrap:
         intervals = {name: bootstrap_ci(labels, probs, name, unspecified=cfg.unspecified, n_boot=cfg.bootstrap,
@@ -295,6 +306,9 @@ def run(spec: RunSpec) -> dict:
     record = {
         **base, "status": "finished", "metrics": metrics, "intervals": intervals,
         "trainable_pct": 100.0 * base["trainable_params"] / max(base["total_params"], 1),
+        "ranking": ranking_metrics(labels, probs, cfg.unspecified), "history": hist.epochs,
+        "flops_per_image": _flops(plan), "checkpoint_bytes": (plan.run_dir / "trainable.pt").stat().st_size,
+        "full_checkpoint_bytes": full_bytes,
         "selected_on": selected_on, "selected_on_test": selected_on == "test",
         "select_protocol": cfg.select_protocol, "best_epoch": hist.best_epoch,
         "train_images_per_s": float(np.mean(ips)) if ips else 0.0,
