@@ -13,6 +13,7 @@ the same file path as any user checkpoint. It is deterministic for a given spec 
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -106,13 +107,14 @@ def encode_text_short(model, tokens):
     return x[torch.arange(x.shape[0]), eot] @ model.text_projection
 
 
-def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None) -> dict:
-    """Train parbench-tiny from scratch; returns {"state_dict", "history"}. Deterministic on CPU."""
+def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None, progress=None) -> dict:
+    """Train parbench-tiny from scratch; returns {"state_dict", "history"}. Deterministic on CPU.
+    `progress`: a rich Progress to show steps, losses and the time left."""
     import open_clip
     import torch
     import torch.nn.functional as F
 
-    from parbench.backbones import OPENAI_MEAN, OPENAI_STD, TINY, _register_configs
+    from parbench.backbones import OPENAI_MEAN, OPENAI_STD, TINY, _quiet_open_clip, _register_configs
 
     _register_configs()
     root = generate(
@@ -124,7 +126,8 @@ def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None) -> dict:
     imgs, labels = _load_images(root)
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
-    model = open_clip.create_model(TINY, pretrained=None)
+    with _quiet_open_clip():  # random init is the point here: no notice about missing weights
+        model = open_clip.create_model(TINY, pretrained=None)
     tokenizer = open_clip.get_tokenizer(TINY)
     model.train()
     head = torch.nn.Linear(model.text_projection.shape[1], len(ATTRIBUTES))
@@ -139,6 +142,7 @@ def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None) -> dict:
     neg_tok = tokenizer([f"a pedestrian: {PHRASES[a][1][0]}" for a in ATTRIBUTES])
     A = len(ATTRIBUTES)
     history = []
+    task = progress.add_task("tiny pretraining", total=total) if progress else None
     for epoch in range(spec.epochs):
         order = rng.permutation(len(imgs))
         sums = np.zeros(3)
@@ -170,11 +174,14 @@ def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None) -> dict:
             with torch.no_grad():
                 model.logit_scale.clamp_(0, 4.6052)
             sums += [clip_loss.item(), pair_loss.item(), ((pair > 0).float() == y).float().mean().item()]
+            if progress:
+                progress.update(task, advance=1, description=f"tiny pretraining, epoch {epoch + 1}/{spec.epochs}, "
+                                f"pair accuracy {sums[2] / (s + 1):.3f}")  # fmt: skip
         row = dict(
             zip(("clip_loss", "pair_loss", "pair_acc"), (sums / steps_per_epoch).tolist(), strict=True)
         )
         history.append({"epoch": epoch, **row})
-        if log:
+        if log and not progress:
             log(
                 f"tiny pretraining epoch {epoch + 1}/{spec.epochs}: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in row.items())
@@ -193,10 +200,12 @@ def ensure_weights(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None) -> Pat
         log(f"pretraining parbench-tiny on disjoint synthetic data (once; cached at {path})")
     import torch
 
-    with torch.random.fork_rng(
-        devices=[]
-    ):  # its own RNG: a run that first creates the weights draws the same
-        out = pretrain(spec, log=log)  # numbers afterwards as a run that finds them cached
+    from parbench.progress import progress_bar
+
+    bar = progress_bar(log is None, unit="step")
+    # its own RNG: a run that first creates the weights draws the same numbers afterwards as one that finds them
+    with torch.random.fork_rng(devices=[]), bar or contextlib.nullcontext():
+        out = pretrain(spec, log=log, progress=bar)
     meta = {"spec": asdict(spec), "history": out["history"]}
     save_torch({"state_dict": out["state_dict"], "parbench": meta}, path)
     return path

@@ -104,3 +104,51 @@ def test_shape_mismatch_is_a_user_error():
         pedestrian_metrics(np.zeros((2, 3), np.uint8), np.zeros((2, 2)))
     with pytest.raises(ParbenchError):
         pedestrian_metrics(np.zeros((2, 3), np.uint8), np.zeros((2, 3)), protocol="nope")
+
+
+def test_average_precision_and_auroc_match_scikit_learn():
+    """Against an independent implementation, ties included (scores rounded to 1-3 decimals)."""
+    sk = pytest.importorskip("sklearn.metrics", reason="scikit-learn (test extra) is not installed")
+    from parbench.metrics import average_precision, ranking_metrics, roc_auc
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(2, 60))
+        y = rng.random(n) < rng.random()
+        s = np.round(rng.random(n), int(rng.integers(1, 4)))
+        if y.any():
+            assert average_precision(y, s) == pytest.approx(sk.average_precision_score(y, s), abs=1e-12)
+        if y.any() and (~y).any():
+            assert roc_auc(y, s) == pytest.approx(sk.roc_auc_score(y, s), abs=1e-12)
+    labels = np.array([[1, 0, 255], [0, 0, 1], [1, 255, 0], [0, 1, 1]], np.uint8)
+    probs = np.array([[0.9, 0.2, 0.7], [0.3, 0.1, 0.6], [0.8, 0.6, 0.2], [0.4, 0.7, 0.9]])
+    r = ranking_metrics(labels, probs, "ignore")  # 255 left out of attribute 2 and 3's rankings
+    want = np.mean([sk.average_precision_score(labels[[0, 1, 2, 3], 0], probs[:, 0]),
+                    sk.average_precision_score(labels[[0, 1, 3], 1], probs[[0, 1, 3], 1]),
+                    sk.average_precision_score(labels[[1, 2, 3], 2], probs[[1, 2, 3], 2])])  # fmt: skip
+    assert r["map"] == pytest.approx(want) and r["n_ap"] == 3
+    neg = ranking_metrics(labels, probs, "negative")  # 255 counts as a negative there
+    assert neg["label_ap"][1] == pytest.approx(sk.average_precision_score([0, 0, 0, 1], probs[:, 1]))
+
+
+def test_forward_flops_of_one_block_by_hand():
+    """One open_clip transformer block on L tokens of width W: q, k, v and output projections 4 L W^2
+    multiply-adds, attention scores and the weighted sum 2 L^2 W, the MLP 8 L W^2; FLOPs = 2 x multiply-adds."""
+    import torch
+    from open_clip.transformer import ResidualAttentionBlock
+
+    from parbench.info import forward_flops
+
+    L, W = 17, 64
+
+    class Block(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.blk = ResidualAttentionBlock(W, 4, batch_first=True)
+
+        def forward(self, x):  # x: (1, 3, L, W) "image" reshaped to tokens
+            return self.blk(x[0, 0])
+
+    with torch.device("meta"):
+        block = Block()
+    assert forward_flops(block, (L, W)) == 2 * (12 * L * W * W + 2 * L * L * W)

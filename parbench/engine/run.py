@@ -314,6 +314,7 @@ def run(spec: RunSpec) -> dict:
         "train_images_per_s": float(np.mean(ips)) if ips else 0.0,
         "eval_images_per_s": len(test_idx) / max(eval_s, 1e-9),
         "eval_timed": "head on cached features" if info.get("features_cached") else "end to end",
+        "train_timed": "head on cached features" if built.method.uses_features else "end to end",
         "peak_mem_mb": max((e.get("peak_mem_mb", 0.0) for e in rows), default=0.0),
         "peak_eval_mem_mb": peak_eval, "peak_mem_kind": memory.kind(device, reset_ok),
         "fit_s": fit_s, "eval_s": eval_s, "wall_s": time.perf_counter() - t_start, "n_test": len(test_idx),

@@ -105,6 +105,9 @@ def render_report(store_path: str | Path, out_dir: str | Path, protocol: str = "
     )
     env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.2f}"
     env.filters["mb"] = lambda v: "–" if not v else f"{v:,.0f}"
+    env.filters["mbytes"] = lambda v: (
+        "–" if not v else f"{v / 2**20:,.3g}" if v < 10 * 2**20 else f"{v / 2**20:,.0f}"
+    )
     env.filters["num"] = lambda v: "–" if v is None else f"{v:,.0f}"
     env.filters["giga"] = lambda v: "–" if v is None else f"{v / 1e9:,.2f}"
     env.filters["value"] = tables._value
