@@ -52,8 +52,11 @@ def cached_text_bank(backbone, card, templates=("{}",)) -> torch.Tensor:
     )  # describe(): weights by content, random weights by their seed, the activation
     path = cache_dir() / "text" / f"{card.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     if path.is_file():
-        bank = torch.load(path, map_location="cpu", weights_only=True)
-        if bank.shape == (card.num_attributes, 2, backbone.embed_dim):
+        try:  # weights-only: a cache file never runs code; a corrupt one is recomputed
+            bank = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            bank = None
+        if isinstance(bank, torch.Tensor) and bank.shape == (card.num_attributes, 2, backbone.embed_dim):
             return bank
     bank = text_bank(backbone.model, backbone.tokenizer, card, templates)
     save_torch(bank, path)

@@ -5,25 +5,42 @@ would (0666 less the umask), not the temporary file's private 0600, so a shared 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from parbench.errors import ParbenchError
+
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
     """`write(tmp_path)` fills a temporary file, which then replaces `path` (parent folders are created)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    except OSError as e:
+        raise ParbenchError(path.parent, "a writable folder", e.strerror or str(e)) from None
     os.close(fd)
     try:
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise ParbenchError(path, "room to write this file", e.strerror or str(e)) from None
+        if isinstance(e, RuntimeError) and _disk_full(path.parent):  # torch.save reports a full disk this way
+            raise ParbenchError(path, "room to write this file", "No space left on device") from None
         raise
+
+
+def _disk_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < 1 << 20
+    except OSError:
+        return False
 
 
 def _umask() -> int:

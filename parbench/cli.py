@@ -485,9 +485,17 @@ def score(
     arrays = []
     for p in (labels, probs):
         try:
-            arrays.append(np.load(p, allow_pickle=False))
+            arr = np.load(p, allow_pickle=False)
         except (OSError, ValueError) as e:
             raise ParbenchError(p, "a .npy array", str(e)) from None
+        if not isinstance(arr, np.ndarray):  # an .npz archive
+            arr.close()
+            raise ParbenchError(
+                p, "a .npy array (one array per file)", f"an .npz archive of {list(arr.files)}"
+            )
+        arrays.append(arr)
+    if bootstrap < 0:
+        raise ParbenchError("--bootstrap", "a number of resamples >= 0", str(bootstrap))
     m = pedestrian_metrics(arrays[0], arrays[1], protocol, threshold, unspecified)
     res = m.to_dict()
     if bootstrap:
@@ -653,7 +661,12 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app(standalone_mode=False)
+        # not standalone: typer then *returns* exit codes, 130 among them for a Ctrl-C it caught itself
+        code = app(standalone_mode=False)
+        if code == 130:
+            _interrupted(130)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except ParbenchError as e:
         if STATE["debug"]:
             raise

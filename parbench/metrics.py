@@ -18,6 +18,7 @@ the `unspecified` option:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -83,13 +84,39 @@ class PedestrianMetrics:
 
 
 def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    labels = np.asarray(labels)
-    probs = np.asarray(probs, dtype=np.float64)
+    """Two N x K arrays: labels 0 / 1 / 255 (RAP's raw 2 is 255 in parbench's labels), probabilities finite in
+    [0, 1] (sigmoid outputs, not logits), at least one sample and one attribute. Anything else is an error that
+    says what was found: NaN counted as a negative would score a diverged model as chance."""
+    labels, probs = np.asarray(labels), np.asarray(probs)
     if labels.ndim != 2 or probs.shape != labels.shape:
         raise ParbenchError(
             "labels/probs", "two N x K arrays of the same shape", f"{labels.shape} and {probs.shape}"
         )
-    return labels, probs
+    if labels.size == 0:
+        raise ParbenchError("labels/probs", "at least one sample and one attribute", f"shape {labels.shape}")
+    if labels.dtype.kind not in "biuf" or probs.dtype.kind not in "biuf":
+        raise ParbenchError("labels/probs", "numeric arrays", f"dtypes {labels.dtype} and {probs.dtype}")
+    values = np.unique(labels)
+    bad = values[~np.isin(values, (0, 1, UNSPECIFIED))]
+    if bad.size:
+        raise ParbenchError("labels", "values 0, 1 and 255 (unspecified; RAP's raw 2 is 255 here)",
+                            f"{', '.join(f'{v:g}' for v in bad[:5].astype(float))}")  # fmt: skip
+    probs = probs.astype(np.float64)
+    if not np.isfinite(probs).all():
+        raise ParbenchError(
+            "probs", "finite probabilities", f"{int((~np.isfinite(probs)).sum())} NaN or infinite values"
+        )
+    if probs.min() < 0 or probs.max() > 1:
+        raise ParbenchError("probs", "probabilities in [0, 1] (apply a sigmoid to logits)",
+                            f"values from {probs.min():g} to {probs.max():g}")  # fmt: skip
+    return labels.astype(np.int64), probs
+
+
+def _threshold(proto: Protocol, threshold: float | None) -> float:
+    tau = proto.threshold if threshold is None else float(threshold)
+    if not (math.isfinite(tau) and 0.0 <= tau <= 1.0):
+        raise ParbenchError("threshold", "a number in [0, 1]", repr(threshold))
+    return tau
 
 
 def _masks(labels: np.ndarray, unspecified: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -161,7 +188,7 @@ def pedestrian_metrics(
     """Score N x K probabilities against N x K labels under a named protocol."""
     labels, probs = _check(labels, probs)
     proto = get_protocol(protocol)
-    tau = proto.threshold if threshold is None else float(threshold)
+    tau = _threshold(proto, threshold)
     s = per_sample(labels, probs > tau, unspecified)
     lab = _label_metrics(s["tp"].sum(0), s["tn"].sum(0), s["fp"].sum(0), s["pos"].sum(0), s["neg"].sum(0))
     prec, rec = s["prec"].mean(), s["rec"].mean()
@@ -194,7 +221,7 @@ def bootstrap_samples(
     """
     labels, probs = _check(labels, probs)
     proto = get_protocol(protocol)
-    tau = proto.threshold if threshold is None else float(threshold)
+    tau = _threshold(proto, threshold)
     n = labels.shape[0]
     if indices is None:
         indices = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))

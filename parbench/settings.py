@@ -40,9 +40,13 @@ def configured_root(dataset: str) -> Path | None:
     if path.is_file():
         try:
             roots = tomllib.loads(path.read_text()).get("roots", {})
-        except tomllib.TOMLDecodeError as e:
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
             raise ParbenchError(path, "a valid TOML config", str(e)) from None
+        if not isinstance(roots, dict):
+            raise ParbenchError(path, 'a [roots] table of dataset = "folder"', f"roots = {roots!r}")
         for key, value in roots.items():
             if key.lower() == dataset.lower():
-                return Path(value)
+                if not isinstance(value, str) or not value:
+                    raise ParbenchError(path, f"[roots] {key} as a folder path (a string)", repr(value))
+                return Path(value).expanduser()
     return None

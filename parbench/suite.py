@@ -52,8 +52,24 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
     if unknown:
         raise ParbenchError(path, f"suite keys among {', '.join(sorted(_KEYS))}", f"unknown {unknown}")
     for key in ("datasets", "methods"):
-        if not isinstance(doc.get(key), list) or not doc[key]:
-            raise ParbenchError(path, f"a non-empty list '{key}'", repr(doc.get(key)))
+        if (
+            not isinstance(doc.get(key), list)
+            or not doc[key]
+            or not all(isinstance(x, str) for x in doc[key])
+        ):
+            raise ParbenchError(path, f"a non-empty list of names '{key}'", repr(doc.get(key)))
+    seeds = doc.get("seeds", [0])
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+    ):
+        raise ParbenchError(path, "seeds as a list of integers, e.g. seeds = [0, 1, 2]", repr(seeds))
+    for key in ("set", "methods_set", "roots", "groups"):
+        if key in doc and not isinstance(doc[key], dict):
+            raise ParbenchError(path, f"[{key}] as a table", repr(doc[key]))
+    if not isinstance(doc.get("partition", 0), int):
+        raise ParbenchError(path, "partition as an integer", repr(doc.get("partition")))
     groups = doc.get("groups", {})
     datasets = _expand(doc["datasets"], groups)
     backbones = doc.get("backbones", [None])
@@ -70,7 +86,7 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
     for ds in datasets:
         for method in doc["methods"]:
             for bb, pre in zip(backbones, pre_list, strict=True):
-                for seed in doc.get("seeds", [0]):
+                for seed in seeds:
                     overrides = {**doc.get("set", {}), **doc.get("methods_set", {}).get(method, {})}
                     specs.append(RunSpec(dataset=ds, method=method, backbone=bb, pretrained=pre, seed=int(seed),
                                          root=roots.get(ds), partition=int(doc.get("partition", 0)),

@@ -3,14 +3,12 @@
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
 from parbench.engine.run import RunSpec, run
 from parbench.engine.schedule import lr_at
+from tests.fixtures import processes
 
 FAST = {"limit": 96, "batch_size": 16, "eval_batch_size": 48, "bootstrap": 50}
 
@@ -60,23 +58,13 @@ def test_schedule_matches_reference_trajectory():
 
 @pytest.mark.slow
 def test_resume_after_sigkill_gives_identical_metrics(tmp_path):
-    over = {**FAST, "epochs": 4, "limit": 160}
+    over = {**FAST, "epochs": 6, "limit": 160}
     sets = [x for k, v in over.items() for x in ("--set", f"{k}={v}")]
-    cmd = [sys.executable, "-m", "parbench", "run", "--dataset", "synthetic", "--method", "finetune", "--backbone",
-           "parbench-tiny", "--out", str(tmp_path / "killed"), *sets]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    log = None
-    while time.time() < deadline and proc.poll() is None:
-        logs = list((tmp_path / "killed").glob("*/log.jsonl"))
-        if logs and logs[0].read_text().count("\n") >= 2:
-            log = logs[0]
-            break
-        time.sleep(0.05)
+    proc = processes.start(["run", "--dataset", "synthetic", "--method", "finetune", "--backbone", "parbench-tiny",
+                            "--out", str(tmp_path / "killed"), *sets])  # fmt: skip
+    log = processes.wait_for_epochs(proc, tmp_path / "killed", 2)
     proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert log is not None, "the run never finished two epochs"
+    proc.communicate()
     assert not (log.parent / "record.json").exists()  # killed before the end
     resumed = run(RunSpec(dataset="synthetic", method="finetune", backbone="parbench-tiny", out=str(tmp_path / "killed"),
                           overrides=over, resume=True, quiet=True))  # fmt: skip
@@ -84,4 +72,4 @@ def test_resume_after_sigkill_gives_identical_metrics(tmp_path):
                            overrides=over, quiet=True))  # fmt: skip
     assert resumed["metrics"] == straight["metrics"]
     lines = [json.loads(x) for x in log.read_text().splitlines()]
-    assert [x["epoch"] for x in lines] == [1, 2, 3, 4]
+    assert [x["epoch"] for x in lines] == [1, 2, 3, 4, 5, 6]

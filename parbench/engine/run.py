@@ -67,6 +67,8 @@ class Plan:
 def plan_run(spec: RunSpec) -> Plan:
     method = get_method(spec.method)
     card = load_card(spec.dataset)
+    if not (isinstance(spec.seed, int) and 0 <= spec.seed < 2**32):
+        raise ParbenchError("--seed", "an integer in [0, 2^32)", repr(spec.seed))
     if not 0 <= spec.partition < max(card.partitions, 1):
         raise ParbenchError(
             f"--partition for {card.name}", f"0..{max(card.partitions, 1) - 1}", str(spec.partition)
@@ -109,6 +111,19 @@ def load_data(spec: RunSpec, card: Card) -> PARDataset:
 
         ds = apply_split_file(ds, spec.split_file)
     return ds
+
+
+def _check_images(ds: PARDataset, parts: list[np.ndarray]) -> None:
+    """Every image the run will read exists, checked before training (a stat each: under a second for 100,000),
+    so a long run never dies at its last epoch on a missing file."""
+    import os
+
+    idx = np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
+    paths = ds.image_paths
+    missing = [paths[i] for i in idx.tolist() if not os.path.isfile(paths[i])]
+    if missing:
+        raise ParbenchError(ds.root, f"the {len(idx)} image files this run reads",
+                            f"{len(missing)} missing, e.g. {missing[0]} (parbench datasets prepare lists them all)")  # fmt: skip
 
 
 def environment() -> dict:
@@ -155,10 +170,20 @@ def open_run_dir(run_dir: Path, resume: bool, main: bool) -> str:
 
 def _finished(plan: Plan, store) -> dict:
     """A run done before: its record (added to the store if it is not there), not a retrained one."""
-    rec = json.loads((plan.run_dir / "record.json").read_text())
+    path = plan.run_dir / "record.json"
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise ParbenchError(
+            path, "a finished run's record (remove the folder to run it again)", str(e)
+        ) from None
     if store is not None and not store.has_key(rec.get("key")):
-        with np.load(plan.run_dir / "predictions.npz", allow_pickle=False) as z:
-            store.add_run(rec, probs=z["probs"], labels=z["labels"])
+        pred = plan.run_dir / "predictions.npz"
+        try:
+            with np.load(pred, allow_pickle=False) as z:
+                store.add_run(rec, probs=z["probs"], labels=z["labels"])
+        except (OSError, ValueError, KeyError) as e:
+            raise ParbenchError(pred, "the run's test predictions (numeric arrays)", str(e)) from None
     return {**rec, "reused": True}
 
 
@@ -259,6 +284,7 @@ def run(spec: RunSpec) -> dict:
     train_idx, select_idx, selected_on = choose_splits(plan.card, ds, cfg, spec.seed)
     test_idx = ds.partition(plan.card.test_split)
     train_idx, select_idx, test_idx = (_limit(i, cfg.limit) for i in (train_idx, select_idx, test_idx))
+    _check_images(ds, [i for i in (train_idx, select_idx, test_idx) if i is not None])
     built = build_model(plan.method, plan.card, cfg, plan.options, plan.backbone, spec.pretrained, spec.seed)
     device = pick_device(cfg)
     if main:

@@ -126,6 +126,9 @@ def read_peta(card: Card, root: Path, partition: int = 0) -> PARDataset:
     raw = binary_labels(data[:, 4:], path, allow_uncertain=False)
     names = [cell_str(x) for x in dig(peta, path, "attribute names", 1)]
     cols = [a.raw for a in card.attributes]
+    if raw.shape[1] <= max(cols):
+        raise ParbenchError(path, f"at least {max(cols) + 1} attribute columns after the 4 leading ones",
+                            str(raw.shape[1]))  # fmt: skip
     check_names(card, [names[c] if c < len(names) else "?" for c in cols], path)
     if "zs_index" in card.reader_options:
         parts = zs_partitions(card, root, n)
@@ -176,6 +179,10 @@ def read_rapv1(card: Card, root: Path, partition: int = 0) -> PARDataset:
     rap = dig(mat, path, "variable 'RAP_annotation'", "RAP_annotation", 0, 0)
     raw = binary_labels(dig(rap, path, "the label matrix", 1), path, allow_uncertain=True)
     n = raw.shape[0]
+    if raw.ndim != 2 or raw.shape[1] < len(card.raw_order):
+        raise ParbenchError(
+            path, f"a label matrix with at least {len(card.raw_order)} columns", str(raw.shape)
+        )
     image_cell = dig(rap, path, "image names", 5)
     if len(image_cell) != n:
         raise ParbenchError(path, f"{n} image names (one per label row)", str(len(image_cell)))
