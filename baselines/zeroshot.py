@@ -1,45 +1,103 @@
-"""Zero-shot CLIP: for each attribute, a softmax over the similarities of the image with the card's positive
-and negative sentences (at CLIP's logit scale) gives the probability. Nothing trains.
+"""Zero-shot CLIP: nothing trains; each attribute is decided from the image's similarity with text.
 
-softmax([s_pos, s_neg])[0] = sigmoid(s_pos - s_neg), so the model returns s_pos - s_neg as its logits and the
-engine's sigmoid gives exactly the pair softmax.
+Two heads, by what the model was trained with:
+- `pair` (softmax CLIP): a softmax over the similarities with the attribute's positive and negative sentences
+  (at CLIP's logit scale); softmax([s_pos, s_neg])[0] = sigmoid(s_pos - s_neg), so the logit is s_pos - s_neg;
+- `sigmoid` (SigLIP-style models, which carry a `logit_bias`): the model's own calibrated probability that the
+  positive sentence matches, sigmoid(scale * cos + bias), with its own scale and bias.
+`auto` picks by the model. Image features are cached like a linear probe's (the same file), so comparing prompt
+sets costs only their text encoding; the text bank is cached per (weights, sentences).
+
+Prompt sets are data: `datasets/prompts/<card>.toml` (or any file, `--set prompt_file=...`) names sets of
+templates, optionally with per-attribute sentences; `card` is always the card's own sentences.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from parbench.engine.params import freeze
+from parbench.errors import ParbenchError
 from parbench.methods import MethodSpec
 
 
 @dataclass(frozen=True)
 class ZeroShotOptions:
-    templates: tuple[str, ...] = (
-        "{}",
-    )  # sentence ensemble: each template wraps each sentence, then averaged
+    prompt_set: str = "card"  # a set from the prompt file; "card" = the card's own sentences
+    prompt_file: str = ""  # a prompts TOML; "" = datasets/prompts/<card>.toml when it exists
+    head: str = "auto"  # "auto", "pair" (softmax CLIP) or "sigmoid" (SigLIP-style, its own bias)
+
+    CHOICES: ClassVar[dict] = {"head": ("auto", "pair", "sigmoid")}
+
+
+def prompt_file_for(card, options: ZeroShotOptions) -> Path | None:
+    from parbench.cards import cards_dir
+
+    if options.prompt_file:
+        return Path(options.prompt_file)
+    path = cards_dir() / "prompts" / f"{Path(card.path).stem}.toml" if card.path else None
+    return path if path is not None and path.is_file() else None
+
+
+def sentences(card, options: ZeroShotOptions) -> tuple[list[list[str]], list[list[str]]]:
+    """(positive, negative) sentence lists per attribute for the chosen prompt set: each template wraps each of
+    the attribute's sentences; a set may give its own sentences per attribute."""
+    templates, own = ["{}"], {}
+    if options.prompt_set != "card":
+        path = prompt_file_for(card, options)
+        if path is None:
+            raise ParbenchError(f"prompt set '{options.prompt_set}'", f"a prompts file for {card.name} (--set prompt_file=F)",
+                                "none")  # fmt: skip
+        from parbench.engine.config import load_config_file
+
+        doc = load_config_file(path)
+        sets = {s.get("name"): s for s in doc.get("set", []) if isinstance(s, dict)}
+        if options.prompt_set not in sets:
+            raise ParbenchError(
+                path, f"a [[set]] named '{options.prompt_set}' (sets: {', '.join(map(str, sets))})", "none"
+            )
+        chosen = sets[options.prompt_set]
+        templates = chosen.get("templates", ["{}"])
+        own = chosen.get("attributes", {})
+        if not isinstance(templates, list) or not all(isinstance(t, str) and "{}" in t for t in templates):
+            raise ParbenchError(path, "templates: a list of strings each holding {}", repr(templates))
+        unknown = sorted(set(own) - set(card.attribute_names))
+        if unknown:
+            raise ParbenchError(
+                path, f"per-attribute sentences for attributes of {card.name}", f"unknown {unknown}"
+            )
+    pos, neg = [], []
+    for a in card.attributes:
+        p = own.get(a.name, {}).get("positive", [a.positive])
+        n = own.get(a.name, {}).get("negative", [a.negative])
+        pos.append([t.format(s) for t in templates for s in p])
+        neg.append([t.format(s) for t in templates for s in n])
+    return pos, neg
 
 
 @torch.no_grad()
-def text_bank(clip_model, tokenizer, card, templates=("{}",), device="cpu") -> torch.Tensor:
-    """(K, 2, D) normalised text embeddings of positive and negative sentences, template-averaged."""
+def text_bank(
+    clip_model, tokenizer, pos: list[list[str]], neg: list[list[str]], device="cpu"
+) -> torch.Tensor:
+    """(K, 2, D) normalised text embeddings of positive and negative sentences, each an ensemble mean."""
     out = []
-    for side in ("positive", "negative"):
-        sentences = [getattr(a, side) for a in card.attributes]
+    for side in (pos, neg):
         feats = []
-        for t in templates:
-            tokens = tokenizer([t.format(s) for s in sentences]).to(device)
-            feats.append(F.normalize(clip_model.encode_text(tokens).float(), dim=-1))
-        out.append(F.normalize(torch.stack(feats).mean(0), dim=-1))
+        for group in side:
+            e = F.normalize(clip_model.encode_text(tokenizer(group).to(device)).float(), dim=-1)
+            feats.append(F.normalize(e.mean(0), dim=-1))
+        out.append(torch.stack(feats))
     return torch.stack(out, dim=1)
 
 
-def cached_text_bank(backbone, card, templates=("{}",)) -> torch.Tensor:
-    """text_bank, computed once per (weights, card, templates) and kept on disk: a ViT-L text tower over every
+def cached_text_bank(backbone, card, options: ZeroShotOptions = ZeroShotOptions()) -> torch.Tensor:
+    """text_bank, computed once per (weights, sentences) and kept on disk: a ViT-L text tower over every
     sentence costs seconds per run otherwise. Random weights are keyed by the seed that drew them."""
     import hashlib
     import json
@@ -47,9 +105,8 @@ def cached_text_bank(backbone, card, templates=("{}",)) -> torch.Tensor:
     from parbench.atomic import save_torch
     from parbench.settings import cache_dir
 
-    key = json.dumps(
-        [backbone.describe(), card.name, card.sha256, list(templates)], sort_keys=True, default=str
-    )  # describe(): weights by content, random weights by their seed, the activation
+    pos, neg = sentences(card, options)
+    key = json.dumps([backbone.describe(), pos, neg], sort_keys=True, default=str)  # weights by content, seed
     path = cache_dir() / "text" / f"{card.name}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
     if path.is_file():
         try:  # weights-only: a cache file never runs code; a corrupt one is recomputed
@@ -58,26 +115,56 @@ def cached_text_bank(backbone, card, templates=("{}",)) -> torch.Tensor:
             bank = None
         if isinstance(bank, torch.Tensor) and bank.shape == (card.num_attributes, 2, backbone.embed_dim):
             return bank
-    bank = text_bank(backbone.model, backbone.tokenizer, card, templates)
+    bank = text_bank(backbone.model, backbone.tokenizer, pos, neg)
     save_torch(bank, path)
     return bank
+
+
+class TextHead(nn.Module):
+    """Image features -> per-attribute logits against the text bank."""
+
+    def __init__(
+        self, bank: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor | None, head: str
+    ):
+        super().__init__()
+        self.register_buffer("bank", bank)  # (K, 2, D)
+        self.register_buffer("scale", logit_scale.detach().exp().float())
+        self.register_buffer("bias", logit_bias.detach().float() if logit_bias is not None else None)
+        self.kind = head
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        f = F.normalize(feats.float(), dim=-1)  # (B, D)
+        sims = self.scale * torch.einsum("bd,ksd->bks", f, self.bank)  # (B, K, 2)
+        if self.kind == "sigmoid":
+            return sims[..., 0] + self.bias
+        return sims[..., 0] - sims[..., 1]
 
 
 class ZeroShot(nn.Module):
     def __init__(self, backbone, card, options: ZeroShotOptions):
         super().__init__()
-        self.clip = freeze(backbone.model)
+        clip = backbone.model
+        self.clip = freeze(clip)  # both towers: the text tower builds the bank, so it is counted
         self.num_attributes = card.num_attributes
-        if backbone.model.logit_scale.is_meta:  # counting parameters on the meta device: no text to encode
+        bias = getattr(clip, "logit_bias", None)
+        head = options.head if options.head != "auto" else ("sigmoid" if bias is not None else "pair")
+        if head == "sigmoid" and bias is None:
+            raise ParbenchError(
+                f"zero-shot on {backbone.name}", "a model with a logit_bias for head=sigmoid", "none"
+            )
+        if clip.logit_scale.is_meta:  # counting parameters on the meta device: no text to encode
             bank = torch.empty(card.num_attributes, 2, backbone.embed_dim, device="meta")
         else:
-            bank = cached_text_bank(backbone, card, options.templates)
-        self.register_buffer("bank", bank)
+            bank = cached_text_bank(backbone, card, options)
+        self.head = TextHead(bank, clip.logit_scale, bias, head)
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """The same features a linear probe of this tower caches (pooled, projected, not normalised)."""
+        return self.clip.visual(images).float()
 
     def forward(self, images: torch.Tensor) -> dict:
-        f = F.normalize(self.clip.encode_image(images).float(), dim=-1)  # (B, D)
-        sims = self.clip.logit_scale.exp().float() * torch.einsum("bd,ksd->bks", f, self.bank)  # (B, K, 2)
-        return {"logits": sims[..., 0] - sims[..., 1]}
+        return {"logits": self.head(self.encode(images))}
 
 
 def build(backbone, card, options: ZeroShotOptions | None = None) -> ZeroShot:
@@ -86,9 +173,11 @@ def build(backbone, card, options: ZeroShotOptions | None = None) -> ZeroShot:
 
 SPEC = MethodSpec(
     name="zeroshot",
-    description="zero-shot CLIP: positive vs negative sentence per attribute, no training",
+    description="zero-shot CLIP: positive vs negative sentence per attribute (or a SigLIP model's own head)",
     build=build,
     recipe={"epochs": 0},
     options=ZeroShotOptions,
+    uses_features=True,
     trains=False,
+    fits_thresholds=True,
 )

@@ -28,7 +28,9 @@ from parbench.errors import ParbenchError
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 TINY = "parbench-tiny"
-DEFAULT_PRETRAINED = {TINY: "none"}  # tiny configs have no weights anywhere
+# tiny configs have no weights anywhere; parbench-tiny-sigmoid carries a logit bias as SigLIP does (sigmoid
+# head; not named "siglip", which open_clip reads as "fetch the SigLIP tokenizer")
+DEFAULT_PRETRAINED = {TINY: "none", "parbench-tiny-sigmoid": "none"}
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 INTERPOLATIONS = ("bicubic", "bilinear")

@@ -43,6 +43,7 @@ def build_meta(spec, backbone: str, card, options):
     from parbench.backbones import create_backbone
 
     bb = create_backbone(backbone, "none", meta=True)
+    bb.image_tower_params = sum(p.numel() for p in bb.model.visual.parameters())  # before a method adds to it
     with torch.device("meta"):
         model = spec.build(bb, card, options)
     return model.eval(), bb
@@ -85,7 +86,7 @@ def method_info(
     _, options = resolve_config(spec, {**overrides, **spec.meta_overrides})
     model, bb = build_meta(spec, backbone, card, options)
     total, trainable = count_params(model)
-    tower = sum(p.numel() for p in bb.model.visual.parameters())
+    tower = bb.image_tower_params
     return {"method": spec.name, "backbone": backbone, "num_attributes": card.num_attributes,
             "dataset": getattr(card, "name", None), "total_params": total, "trainable_params": trainable,
             "trainable_pct": 100.0 * trainable / max(total, 1), "image_tower_params": tower,

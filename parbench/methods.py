@@ -25,6 +25,8 @@ class MethodSpec:
     options: type | None = None  # dataclass of method-specific options (--set reaches them too)
     uses_features: bool = False  # train on cached frozen features (encode once, then head)
     trains: bool = True  # False: evaluation only (zero-shot)
+    # also report decisions at thresholds fitted on the train/val split (never test), beside the fixed one
+    fits_thresholds: bool = False
     # (checkpoint dict, card, backbone name | None, overrides, source) -> (Built, report of what was inferred):
     # reads a method's own foreign checkpoint format (PromptPAR's reference files) for eval / predict
     import_checkpoint: Callable[..., Any] | None = None

@@ -18,7 +18,6 @@ the `unspecified` option:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -112,11 +111,14 @@ def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return labels.astype(np.int64), probs
 
 
-def _threshold(proto: Protocol, threshold: float | None) -> float:
-    tau = proto.threshold if threshold is None else float(threshold)
-    if not (math.isfinite(tau) and 0.0 <= tau <= 1.0):
-        raise ParbenchError("threshold", "a number in [0, 1]", repr(threshold))
-    return tau
+def _threshold(proto: Protocol, threshold) -> float | np.ndarray:
+    """The protocol's threshold, or a given one: a number, or one per attribute (a K-vector), in [0, 1]."""
+    if threshold is None:
+        return proto.threshold
+    tau = np.asarray(threshold, dtype=np.float64)
+    if tau.ndim > 1 or not np.isfinite(tau).all() or (tau < 0).any() or (tau > 1).any():
+        raise ParbenchError("threshold", "a number in [0, 1] (or one per attribute)", repr(threshold))
+    return float(tau) if tau.ndim == 0 else tau
 
 
 def _masks(labels: np.ndarray, unspecified: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -199,7 +201,7 @@ def pedestrian_metrics(
         rec=float(rec),
         f1=float(_f1(proto, prec, rec, s["f1"].mean())),
         protocol=proto.name,
-        threshold=tau,
+        threshold=tau if np.ndim(tau) == 0 else float("nan"),
         unspecified=unspecified,
         **lab,
     )
@@ -339,3 +341,43 @@ def ranking_metrics(labels: np.ndarray, probs: np.ndarray, unspecified: str = "n
             "n_ap": int(np.isfinite(ap_a).sum()), "n_auc": int(np.isfinite(auc_a).sum()),
             "label_ap": [None if not np.isfinite(x) else float(x) for x in ap_a],
             "label_auc": [None if not np.isfinite(x) else float(x) for x in auc_a]}  # fmt: skip
+
+
+def _ma_at(pos_sorted: np.ndarray, neg_sorted: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(TPR + TNR) / 2 at thresholds t (prediction = p > t), from each class's sorted scores."""
+    tpr = 1.0 - np.searchsorted(pos_sorted, t, side="right") / pos_sorted.size
+    tnr = np.searchsorted(neg_sorted, t, side="right") / neg_sorted.size
+    return (tpr + tnr) / 2
+
+
+def fit_thresholds(labels: np.ndarray, probs: np.ndarray, unspecified: str = "negative",
+                   grid: int = 1001) -> tuple[np.ndarray, float]:  # fmt: skip
+    """Decision thresholds that maximise label-based mA on the given (train or val, never test) samples: one
+    per attribute (midpoints between consecutive distinct scores, so a threshold never sits on a sample) and one
+    global (a 1/(grid-1) grid over [0, 1], maximising the mean over attributes). Ties keep the threshold closest
+    to 0.5; an attribute without both classes keeps 0.5."""
+    labels, probs = _check(labels, probs)
+    pos, neg, _ = _masks(labels, unspecified)
+    K = labels.shape[1]
+    per = np.full(K, 0.5)
+    taus = np.linspace(0.0, 1.0, grid)
+    curve = np.zeros((K, grid))
+    for j in range(K):
+        sp, sn = np.sort(probs[pos[:, j], j]), np.sort(probs[neg[:, j], j])
+        if not sp.size or not sn.size:
+            curve[j] = np.nan
+            continue
+        u = np.unique(probs[pos[:, j] | neg[:, j], j])
+        cand = np.unique(np.clip(np.r_[0.0, (u[:-1] + u[1:]) / 2, 1.0], 0.0, 1.0))
+        score = _ma_at(sp, sn, cand)
+        best = np.flatnonzero(score >= score.max() - 1e-12)
+        per[j] = cand[best[np.argmin(np.abs(cand[best] - 0.5))]]
+        curve[j] = _ma_at(sp, sn, taus)
+    valid = ~np.isnan(curve).all(axis=1)
+    if valid.any():
+        mean = curve[valid].mean(axis=0)
+        best = np.flatnonzero(mean >= mean.max() - 1e-12)
+        glob = float(taus[best[np.argmin(np.abs(taus[best] - 0.5))]])
+    else:
+        glob = 0.5
+    return per, glob

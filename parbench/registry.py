@@ -78,8 +78,11 @@ methods.register("linear-probe", lazy("baselines.linear_probe", "SPEC"))
 methods.register("finetune", lazy("baselines.finetune", "SPEC"))
 methods.register("zeroshot", lazy("baselines.zeroshot", "SPEC"))
 methods.register("promptpar", lazy("promptpar.method", "SPEC"))
+methods.register("lora", lazy("baselines.lora", "SPEC"))
+methods.register("vpt-deep", lazy("baselines.vpt", "SPEC"))
 methods.alias("linear_probe", "linear-probe")
 methods.alias("zero-shot", "zeroshot")
+methods.alias("vpt", "vpt-deep")
 
 # A reader entry resolves to a function (card, root, **options) -> PARDataset.
 readers = Registry("reader")

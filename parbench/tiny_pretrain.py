@@ -95,7 +95,7 @@ def encode_text_short(model, tokens):
     features are the same as with all 77 positions (up to float rounding), at a fraction of the cost."""
     import torch
 
-    from promptpar.model import block_forward
+    from parbench.layers import block_forward
 
     eot = tokens.argmax(dim=-1)
     L = int(eot.max()) + 1

@@ -12,36 +12,15 @@ provably cannot reach the pooled token), in eval mode otherwise.
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from parbench.layers import block_forward, prompt_init
 from promptpar.config import PromptParConfig
 from promptpar.fusion import FusionModel
 from promptpar.layout import make_layout
-
-
-def block_forward(blk: nn.Module, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """An open_clip ResidualAttentionBlock on batch-first x (B, L, W) with fused attention."""
-    attn = blk.attn
-    B, L, W = x.shape
-    H = attn.num_heads
-    y = blk.ln_1(x)
-    qkv = F.linear(y, attn.in_proj_weight, attn.in_proj_bias)  # (B, L, 3W)
-    q, k, v = qkv.view(B, L, 3, H, W // H).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, Dh)
-    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-    o = attn.out_proj(o.transpose(1, 2).reshape(B, L, W))
-    x = x + blk.ls_1(o)
-    return x + blk.ls_2(blk.mlp(blk.ln_2(x)))
-
-
-def prompt_init(shape: tuple[int, ...], width: int, patch: int) -> torch.Tensor:
-    """Uniform(-v, v), v = sqrt(6 / (3 * patch^2 + width)), the reference's (VPT's) initialisation."""
-    v = math.sqrt(6.0 / float(3 * patch * patch + width))
-    return torch.empty(shape).uniform_(-v, v)
 
 
 class SoftmaxWithTemperature(nn.Module):
@@ -191,24 +170,30 @@ class PromptPAR(nn.Module):
         return [0] + list(range(n_tokens, n_tokens + P)) + list(range(1, n_tokens))
 
     def encode_text(self) -> torch.Tensor:
-        """(A, C) text features of the attribute sentences."""
+        """(A, C) text features of the attribute sentences.
+
+        The tower runs only up to the longest sentence's end-of-text token (plus the prompts in front of it):
+        attention is causal and the features are pooled at EOT, so later positions cannot change them (the
+        tests check this against the full 77 positions). PETA's sentences end by position 12 of 77."""
         c, cfg = self.clip, self.cfg
         tokens = self.tokens
-        x = c.token_embedding(tokens) + c.positional_embedding  # (A, 77, Wt)
-        eot = tokens.argmax(dim=-1)
-        n = self.prompt_text_deep.shape[1]
-        causal = torch.ones(x.shape[1], x.shape[1], dtype=torch.bool, device=x.device).tril()
+        ctx = tokens.shape[1]
+        eot = tokens.argmax(dim=-1)  # EOT has the highest token id
+        n = self.prompt_text_deep.shape[1] if cfg.fix_text_prompts else 0
+        # the sequence length the pooled tokens can see (all of it on the meta device, which has no values)
+        total = ctx if tokens.is_meta else min(ctx, int(eot.max()) + 1 + n)
+        L0 = total - n  # token positions kept before the prompts go in
+        x = c.token_embedding(tokens[:, :L0]) + c.positional_embedding[:L0]  # (A, L0, Wt)
+        causal = torch.ones(total, total, dtype=torch.bool, device=x.device).tril()
         for layer, blk in enumerate(c.transformer.resblocks):
-            if n and cfg.fix_text_prompts:  # prompts right after SOT, so EOT (shifted by n) attends to them
+            if n:  # fixed: prompts right after SOT, so EOT (shifted by n) attends to them
                 p = self.prompt_text_deep[layer].transpose(0, 1).to(x.dtype)  # (A, n, Wt)
-                x = torch.cat([x[:, :1], p, x[:, 1 if layer == 0 else 1 + n :]], dim=1)[:, : causal.shape[0]]
+                x = torch.cat([x[:, :1], p, x[:, 1 if layer == 0 else 1 + n :]], dim=1)  # (A, total, Wt)
             # reference: prompts appended at 77..79 under the causal mask cannot reach EOT (< 77): skipped,
             # which leaves every output bit-identical while saving their compute
             x = block_forward(blk, x, causal)
-        if n and cfg.fix_text_prompts:
-            eot = (eot + n).clamp(max=x.shape[1] - 1)
         x = c.ln_final(x)
-        return x[torch.arange(x.shape[0]), eot] @ c.text_projection  # (A, C)
+        return x[torch.arange(x.shape[0]), (eot + n).clamp(max=total - 1)] @ c.text_projection  # (A, C)
 
     def text_features(self) -> torch.Tensor:
         text_trains = (

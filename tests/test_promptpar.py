@@ -104,7 +104,7 @@ def _reference_text_forward(model):
     """The reference's own text computation, written out here: the prompts appended after the 77 tokens at
     positions 77..79 of every layer, CLIP's causal mask enlarged to 80 x 80, EOT pooling. parbench skips the
     prompts in the reference variant; this is what it claims to be equal to."""
-    from promptpar.model import block_forward
+    from parbench.layers import block_forward
 
     c = model.clip
     tokens = model.tokens
@@ -125,7 +125,7 @@ def test_reference_text_prompts_cannot_reach_the_pooled_token():
     with torch.no_grad():
         model.prompt_text_deep.normal_(0, 10.0)  # large prompts: any leak would show
     fed = _reference_text_forward(model)
-    torch.testing.assert_close(model.encode_text(), fed, rtol=0, atol=1e-6)  # skipping them changes nothing
+    torch.testing.assert_close(model.encode_text(), fed, rtol=0, atol=1e-5)  # skipping them changes nothing
     fed.sum().backward()  # and fed as the reference feeds them, they get exactly zero gradient
     assert model.prompt_text_deep.grad is not None and model.prompt_text_deep.grad.abs().max() == 0
     fixed = _tiny("fixed")  # the fix puts them where EOT sees them: they change the features
@@ -133,6 +133,28 @@ def test_reference_text_prompts_cannot_reach_the_pooled_token():
         before = fixed.encode_text()
         fixed.prompt_text_deep.normal_(0, 10.0)
         assert (fixed.encode_text() - before).abs().max() > 1e-3
+
+
+def test_text_tower_cut_after_the_last_eot_equals_all_77_positions():
+    """The fixed variant's text features, computed here over all 77 positions (prompts after SOT, the last n
+    positions dropped, EOT shifted by n), equal parbench's, which stop after the longest sentence's EOT."""
+    from parbench.layers import block_forward
+
+    model = _tiny("fixed")
+    with torch.no_grad():
+        model.prompt_text_deep.normal_(0, 1.0)
+        c, tokens, n = model.clip, model.tokens, model.prompt_text_deep.shape[1]
+        x = c.token_embedding(tokens) + c.positional_embedding  # (A, 77, W)
+        causal = torch.ones(77, 77, dtype=torch.bool).tril()
+        for layer, blk in enumerate(c.transformer.resblocks):
+            p = model.prompt_text_deep[layer].transpose(0, 1)
+            x = torch.cat([x[:, :1], p, x[:, 1 if layer == 0 else 1 + n :]], dim=1)[:, :77]
+            x = block_forward(blk, x, causal)
+        full = (
+            c.ln_final(x)[torch.arange(x.shape[0]), (tokens.argmax(-1) + n).clamp(max=76)] @ c.text_projection
+        )
+        assert int(tokens.argmax(-1).max()) + 1 + n < 40  # the cut is real: far fewer than 77 positions
+        torch.testing.assert_close(model.encode_text(), full, rtol=0, atol=1e-5)
 
 
 def test_reference_variant_trains_the_fusion_norms():

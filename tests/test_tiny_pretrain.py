@@ -31,7 +31,7 @@ def test_captions_never_use_the_cards_sentences():
 def test_zeroshot_text_bank_is_keyed_by_weights_content_and_seed(tmp_path):
     import shutil
 
-    from baselines.zeroshot import cached_text_bank, text_bank
+    from baselines.zeroshot import ZeroShotOptions, cached_text_bank, sentences, text_bank
     from parbench.cards import load_card
 
     card = load_card("synthetic")
@@ -40,19 +40,23 @@ def test_zeroshot_text_bank_is_keyed_by_weights_content_and_seed(tmp_path):
     bb = create_backbone("parbench-tiny", str(path))
     first = cached_text_bank(bb, card)
     assert torch.equal(cached_text_bank(bb, card), first)  # read back from disk
-    assert torch.allclose(first, text_bank(bb.model, bb.tokenizer, card))
+    assert torch.allclose(first, text_bank(bb.model, bb.tokenizer, *sentences(card, ZeroShotOptions())))
     # the same path, other content: a new bank, not the stale one
     other = pretrain(
         TinyPretrainSpec(identities=8, images_per_identity=2, epochs=1, batch_size=8, data_seed=78)
     )
     torch.save({"state_dict": other["state_dict"]}, path)
     bb2 = create_backbone("parbench-tiny", str(path))
-    assert torch.allclose(cached_text_bank(bb2, card), text_bank(bb2.model, bb2.tokenizer, card))
+    assert torch.allclose(
+        cached_text_bank(bb2, card), text_bank(bb2.model, bb2.tokenizer, *sentences(card, ZeroShotOptions()))
+    )
     assert not torch.allclose(cached_text_bank(bb2, card), first)
     # random weights: each seed its own bank (seed 1 after seed 0 never reuses seed 0's)
     r0, r1 = (create_backbone("parbench-tiny", "none", seed=s) for s in (0, 1))
     b0, b1 = cached_text_bank(r0, card), cached_text_bank(r1, card)
-    assert torch.allclose(b1, text_bank(r1.model, r1.tokenizer, card)) and not torch.allclose(b0, b1)
+    assert torch.allclose(
+        b1, text_bank(r1.model, r1.tokenizer, *sentences(card, ZeroShotOptions()))
+    ) and not torch.allclose(b0, b1)
 
 
 def test_short_text_encoding_equals_open_clips():

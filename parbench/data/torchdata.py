@@ -48,14 +48,18 @@ def load_image(ds: PARDataset, i: int) -> Image.Image:
 
 
 class ImageSplit(torch.utils.data.Dataset):
-    """Samples of one split. With `aug_seed` set, each sample's random augmentation is drawn from its own
-    generator, seeded by (aug_seed, epoch, image index): the same image gets the same crop and flip in an
-    epoch whatever the batch order, the number of loader workers or the number of processes (DDP)."""
+    """Samples of one split through an `ImageTransform`.
+
+    With `cache`, each image's deterministic part (decode + resize, uint8) is kept in memory after its first
+    use, so later epochs only augment and normalise. With `aug_seed`, each sample's augmentation draws from its
+    own generator seeded by (aug_seed, epoch, image index): the same image gets the same crop and flip in an
+    epoch whatever the batch order, the number of loader workers or the number of processes (DDP).
+    """
 
     def __init__(self, ds: PARDataset, indices: np.ndarray, transform, cache: bool = False,
                  aug_seed: int | None = None):  # fmt: skip
         self.ds, self.indices, self.transform = ds, np.asarray(indices, dtype=np.int64), transform
-        self._cache: dict[int, Image.Image] | None = {} if cache else None
+        self._cache: dict[int, torch.Tensor] | None = {} if cache else None
         self.aug_seed = aug_seed
         self.epoch = 0
 
@@ -64,16 +68,12 @@ class ImageSplit(torch.utils.data.Dataset):
 
     def __getitem__(self, k: int):
         i = int(self.indices[k])
-        if self._cache is not None:
-            img = self._cache.get(i)
-            if img is None:
-                img = self._cache[i] = load_image(self.ds, i)
-        else:
-            img = load_image(self.ds, i)
-        if self.aug_seed is None:
-            x = self.transform(img)
-        else:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed((self.aug_seed * 1_000_003 + self.epoch * 10_007 + i) % 2**63)
-                x = self.transform(img)
-        return x, torch.from_numpy(self.ds.labels[i].astype(np.int64)), i
+        x = self._cache.get(i) if self._cache is not None else None
+        if x is None:
+            x = self.transform.base(load_image(self.ds, i))
+            if self._cache is not None:
+                self._cache[i] = x
+        if self.transform.train:
+            seed = None if self.aug_seed is None else (self.aug_seed, self.epoch, i)
+            x = self.transform.augment(x, np.random.default_rng(seed))
+        return self.transform.normalize(x), torch.from_numpy(self.ds.labels[i].astype(np.int64)), i

@@ -7,6 +7,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+import torch
+
 from parbench.backbones import INTERPOLATIONS, Preprocess
 
 HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # PromptPAR's normalisation
@@ -54,27 +57,65 @@ class Letterbox:
         return f"Letterbox(size={self.size}, interpolation={self.interpolation})"
 
 
-def build_transform(pre: Preprocess, train: bool, pad: int = 10, flip: bool = True):
-    """Train: resize (or letterbox), pad + random crop, flip (the PAR references' recipe); eval: resize only."""
-    from torchvision import transforms as T
+class ImageTransform:
+    """The image pipeline of a run, in three parts so a split can cache the expensive one:
 
-    if pre.interpolation not in INTERPOLATIONS:
-        from parbench.errors import ParbenchError
+    - `base(img)`: the deterministic resize (or letterbox) to the input size, as uint8 (3, H, W);
+    - `augment(x, rng)` (training only): pad with zeros, crop back at a random offset, flip half the time (the
+      PAR references' recipe, torchvision's Pad + RandomCrop + RandomHorizontalFlip), drawing from `rng`, a
+      numpy Generator the caller seeds per image and epoch, never from a global RNG;
+    - `normalize(x)`: to float in [0, 1] (ToTensor), then (x - mean) / std.
+    """
 
-        raise ParbenchError("interpolation", f"one of {', '.join(INTERPOLATIONS)}", repr(pre.interpolation))
-    interp = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[
-        pre.interpolation
-    ]
-    steps = [
-        Letterbox(pre.size, pre.interpolation) if pre.letterbox else T.Resize(pre.size, interpolation=interp)
-    ]
-    if train:
-        if pad:
-            steps += [T.Pad(pad), T.RandomCrop(pre.size)]
-        if flip:
-            steps.append(T.RandomHorizontalFlip())
-    steps += [T.ToTensor(), T.Normalize(pre.mean, pre.std)]
-    return T.Compose(steps)
+    def __init__(self, pre: Preprocess, train: bool, pad: int = 10, flip: bool = True):
+        from torchvision import transforms as T
+
+        if pre.interpolation not in INTERPOLATIONS:
+            from parbench.errors import ParbenchError
+
+            raise ParbenchError(
+                "interpolation", f"one of {', '.join(INTERPOLATIONS)}", repr(pre.interpolation)
+            )
+        mode = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[
+            pre.interpolation
+        ]
+        self.resize = (
+            Letterbox(pre.size, pre.interpolation)
+            if pre.letterbox
+            else T.Resize(pre.size, interpolation=mode)
+        )
+        self.pre, self.train, self.pad, self.flip = pre, train, pad if train else 0, flip and train
+        self.mean = torch.tensor(pre.mean).view(3, 1, 1)
+        self.std = torch.tensor(pre.std).view(3, 1, 1)
+
+    def base(self, img) -> torch.Tensor:
+        a = np.asarray(self.resize(img), dtype=np.uint8)  # (H, W, 3)
+        return torch.from_numpy(a.copy()).permute(2, 0, 1)  # (3, H, W) uint8
+
+    def augment(self, x: torch.Tensor, rng: np.random.Generator) -> torch.Tensor:
+        if self.pad:
+            p, (_, h, w) = self.pad, x.shape
+            padded = torch.zeros(3, h + 2 * p, w + 2 * p, dtype=x.dtype)
+            padded[:, p : p + h, p : p + w] = x
+            i, j = int(rng.integers(0, 2 * p + 1)), int(rng.integers(0, 2 * p + 1))
+            x = padded[:, i : i + h, j : j + w]
+        if self.flip and rng.random() < 0.5:
+            x = x.flip(-1)
+        return x
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() / 255.0 - self.mean) / self.std
+
+    def __call__(self, img, rng: np.random.Generator | None = None) -> torch.Tensor:
+        x = self.base(img)
+        if self.train:
+            x = self.augment(x, rng if rng is not None else np.random.default_rng())
+        return self.normalize(x)
+
+
+def build_transform(pre: Preprocess, train: bool, pad: int = 10, flip: bool = True) -> ImageTransform:
+    """Train: resize (or letterbox), pad + random crop, flip; eval: resize only. Then normalise."""
+    return ImageTransform(pre, train, pad, flip)
 
 
 def describe(pre: Preprocess, train: bool, pad: int = 0, flip: bool = False) -> str:

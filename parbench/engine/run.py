@@ -208,6 +208,23 @@ def _train(plan: Plan, built: Built, ds: PARDataset, train_idx, select_idx, sele
                progress)  # fmt: skip
 
 
+def _fitted_thresholds(built: Built, ds: PARDataset, select_idx, train_idx, labels, probs, device,
+                       progress) -> dict | None:  # fmt: skip
+    """For methods that declare it (zero-shot): decisions at thresholds fitted on the selection split (else the
+    train split), never on test, then scored on test under both protocols."""
+    if not built.method.fits_thresholds:
+        return None
+    from parbench.metrics import fit_thresholds, pedestrian_metrics
+
+    split, idx = ("val", select_idx) if select_idx is not None else ("train", train_idx)
+    fit_probs, fit_labels = predict_split(built, ds, idx, device, progress)
+    per, glob = fit_thresholds(fit_labels, fit_probs, built.cfg.unspecified)
+    score = lambda tau: {p: pedestrian_metrics(labels, probs, p, tau, built.cfg.unspecified).headline()
+                         for p in PROTOCOLS}  # fmt: skip
+    return {"fit_split": split, "n_fit": int(len(idx)), "thresholds": per.tolist(), "global_threshold": glob,
+            "per_attribute": score(per), "global": score(glob)}  # fmt: skip
+
+
 def _limit(idx: np.ndarray | None, n: int) -> np.ndarray | None:
     return idx if idx is None or not n else idx[:n]
 
@@ -311,6 +328,7 @@ def run(spec: RunSpec) -> dict:
         t_eval, info = time.perf_counter(), {}
         probs, labels = predict_split(built, ds, test_idx, device, progress, info=info)
         eval_s = time.perf_counter() - t_eval
+        fitted = _fitted_thresholds(built, ds, select_idx, train_idx, labels, probs, device, progress)
     peak_eval = memory.peak_mb(device)
     metrics = protocol_metrics(labels, probs, cfg.unspecified)
     if not main:  # only rank 0 writes; the others hand back the same metrics without a record
@@ -332,7 +350,7 @@ def run(spec: RunSpec) -> dict:
     record = {
         **base, "status": "finished", "metrics": metrics, "intervals": intervals,
         "trainable_pct": 100.0 * base["trainable_params"] / max(base["total_params"], 1),
-        "ranking": ranking_metrics(labels, probs, cfg.unspecified), "history": hist.epochs,
+        "ranking": ranking_metrics(labels, probs, cfg.unspecified), "history": hist.epochs, "zeroshot_fitted": fitted,
         "flops_per_image": _flops(plan), "checkpoint_bytes": (plan.run_dir / "trainable.pt").stat().st_size,
         "full_checkpoint_bytes": full_bytes,
         "selected_on": selected_on, "selected_on_test": selected_on == "test",

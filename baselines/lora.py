@@ -1,0 +1,80 @@
+"""LoRA on the CLIP image tower (through Hugging Face `peft`), with a linear head: the parameter-efficient
+baseline at PromptPAR's budget. Low-rank updates W + (alpha / r) B A go into the attention projections (`attn`:
+the fused q/k/v input projection and the output projection of every block) and, optionally, the MLP (`c_fc`,
+`c_proj`); the tower itself stays frozen, B starts at zero so training starts from the pretrained model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+
+from baselines.heads import AttributeHead, encode_image
+from parbench.engine.params import freeze
+from parbench.errors import ParbenchError
+from parbench.methods import MethodSpec
+
+TARGETS = {"attn": ["attn"], "attn+mlp": ["attn", "c_fc", "c_proj"], "mlp": ["c_fc", "c_proj"]}
+
+
+@dataclass(frozen=True)
+class LoRAOptions:
+    rank: int = 8  # r of each low-rank update
+    alpha: float = 16.0  # scale alpha / r
+    dropout: float = 0.0  # dropout on the LoRA branch's input
+    targets: str = "attn"  # "attn", "attn+mlp" or "mlp"
+    encoder_lr_scale: float = 1.0  # LoRA lr = scale * head lr
+
+    CHOICES: ClassVar[dict] = {"targets": tuple(TARGETS)}
+    RANGES: ClassVar[dict] = {"rank": (1, None), "alpha": (0.0, None), "dropout": (0.0, 1.0),
+                              "encoder_lr_scale": (0.0, None)}  # fmt: skip
+
+
+class LoRA(nn.Module):
+    def __init__(self, backbone, num_attributes: int, options: LoRAOptions):
+        super().__init__()
+        try:
+            from peft import LoraConfig, inject_adapter_in_model
+        except ImportError as e:
+            raise ParbenchError("method lora", "the peft library (pip install peft)", str(e)) from None
+        visual = freeze(backbone.model.visual)
+        cfg = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
+                         target_modules=TARGETS[options.targets], bias="none")  # fmt: skip
+        self.visual = inject_adapter_in_model(cfg, visual)
+        for name, p in self.visual.named_parameters():
+            p.requires_grad_("lora_" in name)
+        self.head = AttributeHead(backbone.embed_dim, num_attributes)
+        self.num_attributes = num_attributes
+        self.options = options
+
+    def forward(self, images: torch.Tensor) -> dict:
+        return {"logits": self.head(encode_image(self.visual, images).float())}
+
+    def param_groups(self, cfg) -> list[dict]:
+        lora = [p for n, p in self.visual.named_parameters() if p.requires_grad]
+        return [{"name": "head", "params": list(self.head.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+                {"name": "lora", "params": lora, "lr": cfg.lr * self.options.encoder_lr_scale,
+                 "weight_decay": cfg.weight_decay}]  # fmt: skip
+
+
+def build(backbone, card, options: LoRAOptions | None = None) -> LoRA:
+    return LoRA(backbone, card.num_attributes, options or LoRAOptions())
+
+
+SPEC = MethodSpec(
+    name="lora",
+    description="LoRA (peft) on the frozen image tower's attention (optionally MLP) + linear head",
+    build=build,
+    recipe={
+        "optimizer": "adamw",
+        "lr": 1e-3,
+        "weight_decay": 0.05,
+        "epochs": 10,
+        "warmup_epochs": 1,
+        "batch_size": 32,
+    },
+    options=LoRAOptions,
+)
