@@ -76,7 +76,7 @@ class Meter:
         return memory.peak_mb(self.dev)
 
 
-def parbench_config(variant: str, backbone: str, dev: torch.device) -> dict:
+def parbench_config(variant: str, backbone: str, dev: torch.device, compiled: bool = False) -> dict:
     from parbench.backbones import create_backbone
     from parbench.cards import load_card
     from parbench.engine.config import resolve_config
@@ -102,12 +102,15 @@ def parbench_config(variant: str, backbone: str, dev: torch.device) -> dict:
             torch.nn.utils.clip_grad_norm_(ps, 10.0)
         opt.step()
 
+    fast = torch.compile(model) if compiled else model  # as --set compile=true does for evaluation
+
     @torch.no_grad()
     def evaluate(x):
         model.eval()
-        return model(x)["logits"]
+        return fast(x)["logits"]
 
-    return {"name": f"parbench variant={variant}", "train": train, "eval": evaluate}
+    name = f"parbench variant={variant}" + (", compiled eval" if compiled else "")
+    return {"name": name, "train": train, "eval": evaluate}
 
 
 def reference_config(reference: str, backbone: str, dev: torch.device) -> dict:
@@ -217,6 +220,9 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
+    ap.add_argument(
+        "--compile", action="store_true", help="also time variant=fixed with a compiled eval forward"
+    )
     ap.add_argument("--json", help="write the raw numbers here")
     args = ap.parse_args()
     if args.threads:
@@ -226,6 +232,8 @@ def main() -> int:
     if args.reference:
         configs.append(reference_config(args.reference, args.backbone, dev))
     configs += [parbench_config(v, args.backbone, dev) for v in ("reference", "fixed")]
+    if args.compile:
+        configs.append(parbench_config("fixed", args.backbone, dev, compiled=True))
     results = measure(configs, dev, args.train_batch, args.eval_batch, args.steps, args.warmup)
     print(
         f"{args.backbone}, {dev}, {torch.get_num_threads()} threads, train batch {args.train_batch}, eval batch "

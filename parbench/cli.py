@@ -30,8 +30,8 @@ app.add_typer(methods_app, name="methods")
 app.add_typer(runs_app, name="runs")
 app.add_typer(store_app, name="store")
 
-err = Console(stderr=True)
-out = Console()
+err = Console(stderr=True, soft_wrap=True)  # long paths stay on one line, pasteable
+out = Console(soft_wrap=True)
 STATE = {"debug": False}
 DEFAULT_STORE = "runs/store.sqlite"
 
@@ -510,37 +510,111 @@ def score(
 @app.command("suite")
 def suite_cmd(
     file: Annotated[Path, typer.Argument(help="Suite TOML file.")],
-    store: Annotated[Path | None, typer.Option(help="Results store (default: the suite's).")] = None,
-    shard: Annotated[str | None, typer.Option(help="Run share k of n, e.g. 2/4.")] = None,
-    dry_run: Annotated[bool, typer.Option(help="List what would run, run nothing.")] = False,
+    store: Annotated[
+        Path | None, typer.Option(help="The suite's results store (default: the suite's).")
+    ] = None,
+    out_dir: Annotated[
+        Path | None, typer.Option("--out", help="The suite's folder (default: the suite's).")
+    ] = None,
+    launcher: Annotated[
+        str,
+        typer.Option(
+            help="local (here, one run after another), local-parallel (--jobs processes here), "
+            "or slurm (one job per shard, through submitit)."
+        ),
+    ] = "local",
+    jobs: Annotated[
+        int,
+        typer.Option(help="Processes (local-parallel) or Slurm jobs: the suite is cut in this many shards."),
+    ] = 1,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="Run only share k of n (e.g. 2/4), or 'auto' from SLURM_ARRAY_TASK_ID/"
+            "SLURM_PROCID/RANK and their counts (a hand-written sbatch script)."
+        ),
+    ] = None,
+    job_store: Annotated[
+        bool,
+        typer.Option(help="With --shard: record runs in the shard's own store under the suite's folder."),
+    ] = False,
+    collect: Annotated[
+        bool, typer.Option(help="Merge the jobs' stores into the suite's store and list what is missing.")
+    ] = False,
+    partition: Annotated[
+        str | None, typer.Option(help="Slurm partition (else the suite's [slurm] table).")
+    ] = None,
+    account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
+    time_min: Annotated[int | None, typer.Option("--time", help="Slurm time limit per job, minutes.")] = None,
+    gpus: Annotated[int | None, typer.Option(help="GPUs per Slurm job.")] = None,
+    cpus: Annotated[int | None, typer.Option(help="CPUs per Slurm job.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Show the plan (runs, shards, jobs), run nothing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the plan / result as JSON (only).")] = False,
 ) -> None:
-    """Run a grid of runs; finished ones are skipped, so a suite resumes after a crash."""
-    from parbench.suite import load_suite, pending, run_suite
+    """Run a grid of runs here, in parallel processes, or on a Slurm cluster. Finished runs are skipped and an
+    interrupted one resumes, so the same command continues a suite (and re-submits jobs that died)."""
+    from parbench import launch
+    from parbench.suite import load_suite, run_suite
     from parbench.suite import shard as take_shard
 
-    suite = load_suite(file, store=str(store) if store else None)
-    specs = suite.specs
-    if shard:
-        try:
-            k, n = (int(x) for x in shard.split("/"))
-        except ValueError:
-            raise ParbenchError("--shard", "k/n", shard) from None
-        specs = take_shard(specs, k, n)
-    todo = pending(suite, specs)
-    err.print(
-        f"suite {suite.name}: {len(specs)} runs, {len(specs) - len(todo)} already done, {len(todo)} to run"
-    )
-    if dry_run:
-        for s in todo:
-            out.print(f"{s.dataset} {s.method} {s.backbone} seed={s.seed} key={s.key()}")
+    suite = load_suite(file, store=str(store) if store else None, out=str(out_dir) if out_dir else None)
+    if collect:
+        res = launch.collect(suite)
+        if as_json:
+            return _json(res)
+        out.print(f"merged {res['merged']} job records into {res['store']}: {res['runs']} runs, {res['missing']} missing",
+                  highlight=False)  # fmt: skip
+        for j in res["jobs"]:
+            if j["missing"]:
+                err.print(f"job {j['job_id']} (shard {j['shard']}): {j['missing']} runs missing; log {j['stderr']}",
+                          markup=False, highlight=False)  # fmt: skip
         return
-    run_suite(
-        suite,
-        specs,
-        on_done=lambda r: err.print(
-            f"done {r['dataset']} {r['method']} seed {r['seed']}: mA {100 * r['metrics']['promptpar']['ma']:.2f}"
-        ),
+    k_n = launch.parse_shard(shard)
+    if k_n is not None:  # one share, here (what a job or a hand-written sbatch script runs)
+        k, n = k_n
+        if job_store:
+            suite.job_store = str(launch.shard_store(suite, k, n))
+        from parbench.suite import pending
+
+        specs = take_shard(suite.specs, k, n)
+        todo = pending(suite, specs)
+        err.print(f"suite {suite.name}, shard {k}/{n}: {len(specs)} runs, {len(specs) - len(todo)} already done, "
+                  f"{len(todo)} to run", highlight=False)  # fmt: skip
+        if dry_run:
+            for s in todo:
+                out.print(f"{s.dataset} {s.method} {s.backbone} seed={s.seed} key={s.key()}", highlight=False)
+            return
+        run_suite(suite, specs, on_done=launch._announce(err.print))
+        return
+    slurm = {
+        "partition": partition,
+        "account": account,
+        "time": time_min,
+        "gpus_per_node": gpus,
+        "cpus_per_task": cpus,
+    }
+    plan = launch.launch(
+        suite, launcher, jobs, slurm, dry_run, log=lambda m: err.print(m, markup=False, highlight=False)
     )
+    if as_json:
+        return _json(plan)
+    err.print(f"suite {plan['suite']}: {plan['runs']} runs, {plan['done']} already done, {plan['pending']} to run"
+              + ("" if launcher == "local" else f" in {len(plan['jobs'])} {launcher} job(s)"), highlight=False)  # fmt: skip
+    if dry_run:  # the plan: each job with its share, and (one local process) every pending run
+        from parbench.suite import pending
+
+        if launcher != "local":
+            for j in plan["jobs"]:
+                out.print(f"job {j['shard']}: {j['runs']} runs", highlight=False)
+        for s in pending(suite, suite.specs):
+            out.print(f"{s.dataset} {s.method} {s.backbone} seed={s.seed} key={s.key()}", highlight=False)
+    for j in plan.get("submitted", []):
+        out.print(
+            f"job {j['job_id']}: shard {j['shard']}, store {j['store']}, log {j['stderr']}", highlight=False
+        )
+    if plan.get("collected"):
+        c = plan["collected"]
+        out.print(f"collected into {c['store']}: {c['runs']} runs, {c['missing']} missing", highlight=False)
 
 
 @app.command("report")

@@ -26,16 +26,18 @@ from parbench.engine.run import RunSpec
 from parbench.errors import ParbenchError
 
 _KEYS = {"name", "datasets", "methods", "backbones", "pretrained", "seeds", "set", "methods_set", "store", "out",
-         "roots", "groups", "partition"}  # fmt: skip
+         "roots", "groups", "partition", "slurm"}  # fmt: skip
 
 
 @dataclass
 class Suite:
     name: str
     specs: list[RunSpec]
-    store: str
+    store: str  # the suite's store; jobs of a launcher write their own under <out>/stores/
     source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
+    out: str = "runs"  # the suite's folder: run folders, job stores, logs
+    job_store: str | None = None  # a launcher job records its runs here instead of in `store`
+    slurm: dict[str, Any] = field(default_factory=dict)  # the [slurm] table (see parbench/launch.py)
 
 
 def _expand(values: list[str], groups: dict[str, list[str]]) -> list[str]:
@@ -65,7 +67,7 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
         or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
     ):
         raise ParbenchError(path, "seeds as a list of integers, e.g. seeds = [0, 1, 2]", repr(seeds))
-    for key in ("set", "methods_set", "roots", "groups"):
+    for key in ("set", "methods_set", "roots", "groups", "slurm"):
         if key in doc and not isinstance(doc[key], dict):
             raise ParbenchError(path, f"[{key}] as a table", repr(doc[key]))
     if not isinstance(doc.get("partition", 0), int):
@@ -91,9 +93,8 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
                     specs.append(RunSpec(dataset=ds, method=method, backbone=bb, pretrained=pre, seed=int(seed),
                                          root=roots.get(ds), partition=int(doc.get("partition", 0)),
                                          overrides=overrides, out=run_out))  # fmt: skip
-    return Suite(
-        name=name, specs=specs, store=store or doc.get("store", f"{run_out}/store.sqlite"), source=str(path)
-    )
+    return Suite(name=name, specs=specs, store=store or doc.get("store", f"{run_out}/store.sqlite"), source=str(path),
+                 out=run_out, slurm=dict(doc.get("slurm", {})))  # fmt: skip
 
 
 def shard(specs: list[RunSpec], k: int, n: int) -> list[RunSpec]:
@@ -104,10 +105,24 @@ def shard(specs: list[RunSpec], k: int, n: int) -> list[RunSpec]:
     return [s for i, s in enumerate(ordered) if i % n == k - 1]
 
 
-def pending(suite: Suite, specs: list[RunSpec]) -> list[RunSpec]:
+def job_stores(suite: Suite) -> list[Path]:
+    """The stores that launcher jobs wrote (one per shard, under the suite's folder)."""
+    return sorted((Path(suite.out) / "stores").glob("shard-*.sqlite"))
+
+
+def done_keys(suite: Suite) -> set[str]:
+    """Identities recorded in the suite's store or in any of its jobs' stores (finished or failed)."""
     from parbench.store import Store
 
-    done = Store(suite.store, create=False).keys() if Path(suite.store).exists() else set()
+    keys: set[str] = set()
+    for path in dict.fromkeys([Path(suite.store), *job_stores(suite)]):
+        if path.is_file():
+            keys |= Store(path, create=False).keys()
+    return keys
+
+
+def pending(suite: Suite, specs: list[RunSpec]) -> list[RunSpec]:
+    done = done_keys(suite)
     return [s for s in specs if s.key() not in done]
 
 
@@ -117,7 +132,7 @@ def run_suite(suite: Suite, specs: list[RunSpec], quiet: bool = False, on_done=N
     records = []
     for spec in pending(suite, specs):
         # resume=True: an interrupted run (its last.pt) continues; a new one starts fresh
-        spec.store, spec.quiet, spec.resume = suite.store, quiet, True
+        spec.store, spec.quiet, spec.resume = suite.job_store or suite.store, quiet, True
         rec = run(spec)
         records.append(rec)
         if on_done:

@@ -59,13 +59,18 @@ def predict_split(built: Built, ds: PARDataset, idx: np.ndarray, device: torch.d
             info["features_cached"] = bool(getattr(feats, "from_cache", False))
         loader = epoch_loader(feats, cfg.eval_batch_size, 0, 0, 0, shuffle=False)
         return predict(FeatureHead(built.model), loader, device, cfg)
+    model = built.model
+    if cfg.compile:  # compiled once per built model, reused by every later evaluation of it
+        if built.compiled is None:
+            built.compiled = torch.compile(built.model)
+        model = built.compiled
     loader = epoch_loader(
         ImageSplit(ds, idx, transform), cfg.eval_batch_size, 0, 0, cfg.num_workers, shuffle=False
     )
     task = progress.add_task("evaluating", total=len(idx)) if progress else None
     tick = (lambda n: progress.advance(task, n)) if progress else None
     try:
-        return predict(built.model, loader, device, cfg, tick=tick)
+        return predict(model, loader, device, cfg, tick=tick)
     finally:
         if progress:
             progress.remove_task(task)
