@@ -229,8 +229,9 @@ def bootstrap_samples(
         indices = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
     s = per_sample(labels, probs > tau, unspecified)
     # multiplicity of each sample in each resample: (n_boot, N)
-    counts = np.zeros((indices.shape[0], n), dtype=np.float64)
-    np.add.at(counts, (np.arange(indices.shape[0])[:, None], indices), 1.0)
+    b = indices.shape[0]
+    flat = (indices + n * np.arange(b)[:, None]).ravel()  # one bincount for all resamples (np.add.at is slow)
+    counts = np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
     lab = _label_metrics(*(counts @ s[k] for k in ("tp", "tn", "fp", "pos", "neg")))
     out = {"ma": lab["label_ma"].mean(1)}
     for k in ("acc", "prec", "rec", "f1"):

@@ -38,7 +38,7 @@ PHRASES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "male": (("a man", "a male person"), ("a woman", "a female person")),
     "elderly": (("an old person", "an elderly person"), ("a young person", "a younger person")),
 }
-VERSION = 1
+VERSION = 2  # 2: resize once, multi-tensor AdamW (float order differs from 1)
 
 
 @dataclass(frozen=True)
@@ -124,6 +124,10 @@ def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None, progress=Non
         ),
     )
     imgs, labels = _load_images(root)
+    # resized once (bilinear is mirror-symmetric, so flipping after resizing equals resizing after flipping)
+    resized = torch.cat([F.interpolate(torch.from_numpy(imgs[i : i + 256]).permute(0, 3, 1, 2).float() / 255.0,
+                                       size=(224, 224), mode="bilinear", align_corners=False)
+                         for i in range(0, len(imgs), 256)])  # (N, 3, 224, 224)  # fmt: skip
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
     with _quiet_open_clip():  # random init is the point here: no notice about missing weights
@@ -132,7 +136,9 @@ def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None, progress=Non
     model.train()
     head = torch.nn.Linear(model.text_projection.shape[1], len(ATTRIBUTES))
     params = list(model.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay)
+    opt = torch.optim.AdamW(
+        params, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True
+    )  # one kernel per step
     steps_per_epoch = len(imgs) // spec.batch_size
     total = steps_per_epoch * spec.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=total, pct_start=0.1)
@@ -148,10 +154,9 @@ def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None, progress=Non
         sums = np.zeros(3)
         for s in range(steps_per_epoch):
             idx = order[s * spec.batch_size : (s + 1) * spec.batch_size]
-            x = torch.from_numpy(imgs[idx]).permute(0, 3, 1, 2).float() / 255.0
+            x = resized[torch.from_numpy(idx)]
             flip = torch.from_numpy(rng.random(len(idx)) < 0.5)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-            x = F.interpolate(x, size=(224, 224), mode="bilinear", align_corners=False)
             x = (x - mean) / std
             y = torch.from_numpy(labels[idx]).float()
             tokens = tokenizer(_captions(labels[idx], spec.phrases_per_caption, rng))
