@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from parbench.errors import ParbenchError
+from parbench.labels import UNSPECIFIED
 
 EPS = 1e-20
-UNSPECIFIED = 255
 HEADLINE = ("ma", "acc", "prec", "rec", "f1")
 UNSPECIFIED_MODES = ("negative", "ignore", "stored")
 

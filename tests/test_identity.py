@@ -89,7 +89,7 @@ def test_random_weights_key_on_the_seed_and_eval_reproduces_each(tmp_path):
 
 
 def test_overwritten_weights_file_is_another_run_and_restore_refuses_it(tmp_path):
-    from parbench.tiny_pretrain import TinyPretrainSpec, ensure_weights
+    from parbench.backbones.tiny import TinyPretrainSpec, ensure_weights
 
     path = tmp_path / "w.pt"
     small = lambda seed: TinyPretrainSpec(
@@ -122,7 +122,7 @@ def test_other_annotation_content_is_another_run(tmp_path):
 
 
 def test_building_tiny_weights_leaves_the_global_rng_alone():
-    from parbench.tiny_pretrain import TinyPretrainSpec, ensure_weights
+    from parbench.backbones.tiny import TinyPretrainSpec, ensure_weights
 
     torch.manual_seed(5)
     want = torch.rand(3)

@@ -3,7 +3,7 @@
 import torch
 
 from parbench.backbones import create_backbone
-from parbench.tiny_pretrain import PHRASES, TinyPretrainSpec, ensure_weights, pretrain
+from parbench.backbones.tiny import PHRASES, TinyPretrainSpec, ensure_weights, pretrain
 
 SMALL = TinyPretrainSpec(identities=8, images_per_identity=2, epochs=2, batch_size=8, data_seed=77)
 
@@ -60,7 +60,7 @@ def test_zeroshot_text_bank_is_keyed_by_weights_content_and_seed(tmp_path):
 
 
 def test_short_text_encoding_equals_open_clips():
-    from parbench.tiny_pretrain import encode_text_short
+    from parbench.backbones.tiny import encode_text_short
 
     bb = create_backbone("parbench-tiny", "none")
     tokens = bb.tokenizer(["a pedestrian: has a hat on", "a pedestrian: no glasses, short sleeves, a woman"])

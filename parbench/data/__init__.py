@@ -7,7 +7,8 @@ needs no pickle and opens in well under a second for 100,000 images.
 
 from __future__ import annotations
 
-from parbench.data.dataset import UNSPECIFIED, PARDataset
+from parbench.data.dataset import PARDataset
 from parbench.data.prepared import load_dataset, prepare_dataset, resolve_root
+from parbench.labels import UNSPECIFIED
 
 __all__ = ["UNSPECIFIED", "PARDataset", "Path", "load_dataset", "prepare_dataset", "resolve_root"]

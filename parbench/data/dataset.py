@@ -14,8 +14,6 @@ import numpy as np
 
 from parbench.errors import ParbenchError
 
-UNSPECIFIED = 255
-
 
 @dataclass
 class PARDataset:

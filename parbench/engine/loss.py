@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-UNSPECIFIED = 255
-
-
-def positive_ratio(labels: np.ndarray) -> np.ndarray:
-    """p_j = share of positives (value 1) per attribute in the training split."""
-    return (np.asarray(labels) == 1).mean(0).astype(np.float32)
+from parbench.labels import UNSPECIFIED
 
 
 def weighted_bce(

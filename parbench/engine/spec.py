@@ -87,7 +87,7 @@ def weights_identity(backbone: str, pretrained: str) -> str:
     """A tag as is; a weights file by content; the tiny synthetic weights by their recipe; random as 'none'
     (the run's seed, part of the identity, draws them)."""
     if pretrained == "synthetic":
-        from parbench.tiny_pretrain import TinyPretrainSpec
+        from parbench.backbones.tiny import TinyPretrainSpec
 
         return f"synthetic:{TinyPretrainSpec().key()}"
     if pretrained != "none" and Path(pretrained).is_file():

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 
 from parbench.cards import Card
-from parbench.data.dataset import UNSPECIFIED, PARDataset, check_relpath
+from parbench.data.dataset import PARDataset, check_relpath
 from parbench.data.pickles import first_if_list, get, load_pickle
 from parbench.errors import ParbenchError
+from parbench.labels import UNSPECIFIED
 
 
 def loadmat(path: Path) -> dict[str, Any]:

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from parbench.cards import Card
-from parbench.data.dataset import UNSPECIFIED, PARDataset, check_relpath
+from parbench.data.dataset import PARDataset, check_relpath
 from parbench.errors import ParbenchError
+from parbench.labels import UNSPECIFIED
 
 CODES = {1: 1, -1: 0, 0: UNSPECIFIED}
 

@@ -114,9 +114,9 @@ def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None, progress=Non
     import torch
     import torch.nn.functional as F
 
-    from parbench.backbones import OPENAI_MEAN, OPENAI_STD, TINY, _quiet_open_clip, _register_configs
+    from parbench.backbones.base import OPENAI_MEAN, OPENAI_STD, TINY, quiet_open_clip, register_configs
 
-    _register_configs()
+    register_configs()
     root = generate(
         cache_dir() / "synthetic-pretrain",
         SyntheticSpec(
@@ -130,7 +130,7 @@ def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None, progress=Non
                          for i in range(0, len(imgs), 256)])  # (N, 3, 224, 224)  # fmt: skip
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
-    with _quiet_open_clip():  # random init is the point here: no notice about missing weights
+    with quiet_open_clip():  # random init is the point here: no notice about missing weights
         model = open_clip.create_model(TINY, pretrained=None)
     tokenizer = open_clip.get_tokenizer(TINY)
     model.train()

@@ -1,0 +1,53 @@
+"""`parbench methods ...`: the registered methods and their parameter counts and FLOPs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from parbench.cli.common import JsonOut, Sets, methods_app, out, overrides, print_json
+
+
+@methods_app.command("list")
+def methods_list(
+    filter: Annotated[str | None, typer.Option(help="fnmatch pattern, e.g. 'prompt*'.")] = None,
+    as_json: JsonOut = False,
+) -> None:
+    """List registered methods."""
+    from parbench.methods import get_method, list_methods
+
+    names = list_methods(filter)
+    if as_json:
+        return print_json(names)
+    for n in names:
+        out.print(f"[bold]{n}[/]  {get_method(n).description}")
+
+
+@methods_app.command("info")
+def methods_info(
+    method: Annotated[str, typer.Argument(help="Method name.")],
+    backbone: Annotated[
+        str, typer.Option(help="open_clip model name, e.g. ViT-L-14 or parbench-tiny.")
+    ] = "ViT-L-14",
+    dataset: Annotated[str | None, typer.Option(help="Dataset whose attributes size the heads.")] = None,
+    num_attributes: Annotated[
+        int | None, typer.Option(help="Number of attributes, instead of --dataset.")
+    ] = None,
+    variant: Annotated[str | None, typer.Option(help="PromptPAR variant: fixed or reference.")] = None,
+    set_: Sets = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Total and trainable parameter counts, counted on torch's meta device (no memory, seconds)."""
+    from parbench.info import method_info
+
+    settings = overrides(None, set_)
+    if variant:
+        settings["variant"] = variant
+    info = method_info(method, backbone, dataset, num_attributes, settings)
+    if as_json:
+        return print_json(info)
+    out.print(f"{info['method']} on {info['backbone']} ({info['num_attributes']} attributes, {info['activation']}): "
+              f"{info['total_params']:,} total, {info['trainable_params']:,} trainable ({info['trainable_pct']:.3f}%); "
+              f"image tower {info['image_tower_params']:,}; {info['flops_per_image'] / 1e9:,.1f} GFLOPs per image",
+              highlight=False)  # fmt: skip

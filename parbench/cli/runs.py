@@ -1,0 +1,262 @@
+"""`parbench run | eval | predict | score`: train and evaluate one run, evaluate a checkpoint, predict image
+files, score saved predictions."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from parbench.cli.common import (
+    JsonOut,
+    Partition,
+    Root,
+    Sets,
+    app,
+    err,
+    out,
+    overrides,
+    print_json,
+    print_metrics,
+)
+from parbench.errors import ParbenchError
+
+
+@app.command("run")
+def run_cmd(
+    dataset: Annotated[str, typer.Option(help="Dataset name (synthetic needs no --root).")],
+    method: Annotated[str, typer.Option(help="Method name (see `methods list`).")],
+    root: Root = None,
+    backbone: Annotated[
+        str | None, typer.Option(help="open_clip model name (method default if omitted).")
+    ] = None,
+    pretrained: Annotated[str | None, typer.Option(help="open_clip tag, checkpoint file, or 'none'.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for data order, augmentation and init.")] = 0,
+    epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
+    partition: Partition = 0,
+    config: Annotated[Path | None, typer.Option(help="TOML file of settings.")] = None,
+    set_: Sets = None,
+    select_on: Annotated[
+        str | None, typer.Option(help="Selection split: val, carve, last or test (marked).")
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder for run folders.")] = Path("runs"),
+    store: Annotated[Path | None, typer.Option(help="Results store to record the run in.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue a killed run from its last finished epoch.")] = False,
+    from_pickle: Annotated[
+        Path | None,
+        typer.Option(
+            help="Read a reference pickle (dataset_all.pkl / pad.pkl) "
+            "instead of the original annotation files."
+        ),
+    ] = None,
+    split_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A split from `datasets zs-split` (identity-disjoint) instead of the dataset's own."
+        ),
+    ] = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Train (if the method trains), select without peeking, evaluate on test, record."""
+    from parbench.engine.run import RunSpec, run
+
+    settings = overrides(config, set_)
+    if epochs is not None:
+        settings["epochs"] = epochs
+    if select_on is not None:
+        settings["select_on"] = select_on
+    spec = RunSpec(dataset=dataset, method=method, backbone=backbone, pretrained=pretrained, seed=seed,
+                   root=str(root) if root else None, partition=partition, overrides=settings, out=str(out_dir),
+                   resume=resume, store=str(store) if store else None, quiet=as_json,
+                   source=str(from_pickle) if from_pickle else None,
+                   split_file=str(split_file) if split_file else None)  # fmt: skip
+    rec = run(spec)
+    if "rank" in rec:  # torchrun: ranks other than 0 print nothing
+        return
+    if as_json:
+        return print_json({k: v for k, v in rec.items() if k != "config"} | {"config": rec["config"]})
+    if rec.get("reused"):
+        err.print(f"finished earlier (same settings and data): {rec['run_dir']}; remove that folder to run it "
+                  "again", markup=False, highlight=False)  # fmt: skip
+    print_metrics(rec["metrics"])
+    out.print(f"selected on {rec['selected_on']}; {rec['trainable_params']:,} of {rec['total_params']:,} params train; "
+              f"{rec['wall_s']:.1f} s; {rec['run_dir']}", highlight=False)  # fmt: skip
+
+
+@app.command("eval")
+def eval_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="A run folder / trainable.pt, or a reference checkpoint.")],
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset (default: the run's; required for reference files).")
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Method (default: the run's; read off a reference file).")
+    ] = None,
+    root: Root = None,
+    backbone: Annotated[
+        str | None,
+        typer.Option(help="open_clip model name (default: the run's / read off a reference file)."),
+    ] = None,
+    pretrained: Annotated[
+        str | None, typer.Option(help="Backbone weights for a parbench checkpoint (default: the run's).")
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split to evaluate (default: the card's test split).")
+    ] = None,
+    partition: Annotated[
+        int | None, typer.Option(help="Random partition (default: the run's own, else 0).")
+    ] = None,
+    split_file: Annotated[
+        Path | None, typer.Option(help="A `datasets zs-split` file (default: the run's own, if it had one).")
+    ] = None,
+    from_pickle: Annotated[
+        Path | None, typer.Option(help="A reference pickle as the data source (default: the run's own).")
+    ] = None,
+    set_: Sets = None,
+    predictions: Annotated[
+        Path | None, typer.Option(help="Write probabilities and labels to this .npz.")
+    ] = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Evaluate a trained checkpoint (parbench's, or PromptPAR's released/reference files) on a dataset.
+
+    A run is evaluated on its own data (partition, split file, source) unless another is asked for; a
+    reference file's options are read off its tensors, and what could not be read is printed with its default."""
+    from parbench.engine.restore import evaluate_checkpoint
+
+    res = evaluate_checkpoint(checkpoint, dataset, str(root) if root else None, method, backbone, pretrained,
+                              overrides(None, set_), split, partition, predictions, quiet=as_json,
+                              split_file=str(split_file) if split_file else None,
+                              source=str(from_pickle) if from_pickle else None)  # fmt: skip
+    if as_json:
+        return print_json(res)
+    _print_inferred(res)
+    print_metrics(res["metrics"])
+    out.print(f"{res['method']} ({res['format']} checkpoint) on {res['dataset']}/{res['split']}: {res['n']} images, "
+              f"{res['images_per_s']:.1f} img/s on {res['device']}", highlight=False)  # fmt: skip
+
+
+def _print_inferred(res: dict) -> None:
+    """What eval took from where: the run's own data, or a reference file's inferred options."""
+    d = res["data"]
+    if res["data_from_run"]:
+        got = ", ".join(f"{k} {d[k]}" for k in res["data_from_run"])
+        err.print(f"data: the run's own ({got}); pass --partition / --split-file / --from-pickle / --root to "
+                  "evaluate elsewhere", markup=False, highlight=False)  # fmt: skip
+    if d.get("limit"):
+        err.print(f"data: the run's first {d['limit']} {res['split']} images (a smoke run: limit={d['limit']})",
+                  markup=False, highlight=False)  # fmt: skip
+    inf = res.get("inferred")
+    if not inf:
+        return
+    say = lambda text: err.print(text, markup=False, highlight=False)
+    say(
+        "read off the checkpoint's tensors: "
+        + ", ".join(f"{k}={v}" for k, v in inf["read_off_tensors"].items())
+    )
+    say(f"backbone: {inf['backbone']} ({inf['activation']}: the reference's CLIP is OpenAI's code)")
+    say(
+        "not in the tensors, taken as defaults (--set key=value to change): "
+        + ", ".join(f"{k}={v}" for k, v in inf["defaults"].items())
+    )
+    if inf["overrides"]:
+        say("set by you: " + ", ".join(f"{k}={v}" for k, v in inf["overrides"].items()))
+    p = inf["preprocess"]
+    norm = "mean=std=0.5" if tuple(p["mean"]) == (0.5, 0.5, 0.5) else f"mean {tuple(p['mean'])}"
+    say(
+        f"preprocessing: resize to {p['size'][0]}x{p['size'][1]} {p['interpolation']}, {norm}, letterbox "
+        + (
+            "on"
+            if p["letterbox"]
+            else "off (the reference expects pre-padded Pad_datasets images; "
+            "--set letterbox=true pads raw images on the fly)"
+        )
+    )
+
+
+@app.command("predict")
+def predict_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Image files and/or folders (searched recursively).")],
+    run_dir: Annotated[Path | None, typer.Option("--run", help="A run folder (its trainable.pt).")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="A checkpoint file (parbench or PromptPAR reference).")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset whose attributes a reference checkpoint has.")
+    ] = None,
+    backbone: Annotated[str | None, typer.Option(help="open_clip model name (default: the run's).")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="Backbone weights (default: the run's).")] = None,
+    protocol: Annotated[
+        str, typer.Option(help="Decision threshold of promptpar (0.45) or rethinking (0.5).")
+    ] = "promptpar",
+    threshold: Annotated[float | None, typer.Option(help="Override the decision threshold.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")
+    ] = None,
+    set_: Sets = None,
+) -> None:
+    """Per image: every attribute's probability and decision, with the run's preprocessing."""
+    from parbench.atomic import write_text
+    from parbench.predict import format_predictions, predict_images
+    from parbench.progress import progress_bar
+
+    if (run_dir is None) == (checkpoint is None):
+        raise ParbenchError(
+            "predict", "exactly one of --run RUN or --checkpoint FILE", "both" if run_dir else "neither"
+        )
+    progress = progress_bar(False)
+    with progress:
+        res = predict_images(run_dir or checkpoint, images, protocol, threshold, dataset, None, backbone, pretrained,
+                             overrides(None, set_), progress=progress)  # fmt: skip
+    text = format_predictions(res, fmt)
+    if output:
+        write_text(output, text)
+        err.print(f"{len(res['images'])} images -> {output}")
+    else:
+        sys.stdout.write(text)
+
+
+@app.command("score")
+def score(
+    labels: Annotated[Path, typer.Option(help="N x K labels (.npy): 0, 1, 255 = unspecified.")],
+    probs: Annotated[Path, typer.Option(help="N x K probabilities (.npy).")],
+    protocol: Annotated[
+        str, typer.Option(help="promptpar (0.45, mean F1) or rethinking (0.5, harmonic F1).")
+    ] = "promptpar",
+    threshold: Annotated[float | None, typer.Option(help="Override the protocol's threshold.")] = None,
+    unspecified: Annotated[
+        str, typer.Option(help="Label 255: negative (default), ignore, or stored.")
+    ] = "negative",
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% intervals (0 = off).")] = 0,
+    as_json: JsonOut = False,
+) -> None:
+    """Score saved predictions of any model."""
+    import numpy as np
+
+    from parbench.metrics import bootstrap_ci, pedestrian_metrics
+
+    arrays = []
+    for p in (labels, probs):
+        try:
+            arr = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ParbenchError(p, "a .npy array", str(e)) from None
+        if not isinstance(arr, np.ndarray):  # an .npz archive
+            arr.close()
+            raise ParbenchError(
+                p, "a .npy array (one array per file)", f"an .npz archive of {list(arr.files)}"
+            )
+        arrays.append(arr)
+    if bootstrap < 0:
+        raise ParbenchError("--bootstrap", "a number of resamples >= 0", str(bootstrap))
+    m = pedestrian_metrics(arrays[0], arrays[1], protocol, threshold, unspecified)
+    res = m.to_dict()
+    if bootstrap:
+        res["ci95"] = bootstrap_ci(arrays[0], arrays[1], protocol, threshold, unspecified, n_boot=bootstrap)
+    if as_json:
+        return print_json(res)
+    out.print("  ".join(f"{k} {100 * res[k]:.2f}" for k in ("ma", "acc", "prec", "rec", "f1")) +
+              f"  ({m.protocol}, threshold {m.threshold})")  # fmt: skip
