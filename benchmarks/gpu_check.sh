@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
-# On a CUDA machine: PromptPAR ViT-L-14 (random weights, bf16 autocast, batch 16) train-step and eval
-# images/s and peak memory, for both variants. Needs the project installed (make test or pip install -e .).
+# On a CUDA machine: (1) PromptPAR ViT-L-14 (random weights, bf16 autocast, batch 16) train-step and eval
+# images/s and peak memory for both variants, fine-tuning for scale, and the tiny model's CPU-vs-CUDA logits;
+# (2) the side by side with the reference code (benchmarks/promptpar_speed.py, interleaved, medians) when
+# REFERENCE points to an Event-AHU/OpenPAR checkout, else parbench's two variants alone.
+# Needs the project installed (make test or pip install -e .).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 PYTHONUNBUFFERED=1 "$PY" benchmarks/gpu_promptpar.py "$@"
+PYTHONUNBUFFERED=1 "$PY" benchmarks/promptpar_speed.py --device cuda --train-batch 16 --eval-batch 64 --steps 5 \
+  --warmup 2 --compile ${REFERENCE:+--reference "$REFERENCE"}

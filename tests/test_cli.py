@@ -73,3 +73,28 @@ def test_unknown_dataset_suggests():
         [sys.executable, "-m", "parbench", "datasets", "info", "pet"], capture_output=True, text=True
     )
     assert proc.returncode == 1 and "PETA" in proc.stderr
+
+
+def test_small_breakages_stay_fixed(tmp_path):
+    """methods info for zero-shot (no tokenizer on the meta device), the missing-root message keeping its
+    `[roots]`, report --include-smoke's help naming real settings, runs list piped: nothing cut."""
+    res = runner.invoke(app, ["methods", "info", "zeroshot", "--backbone", "parbench-tiny", "--dataset", "PETA", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["trainable_params"] == 0
+    proc = subprocess.run([sys.executable, "-m", "parbench", "run", "--dataset", "PETA", "--method", "zeroshot",
+                           "--backbone", "parbench-tiny"], capture_output=True, text=True,
+                          env={**__import__("os").environ, "PARBENCH_CONFIG": str(tmp_path / "none.toml")})  # fmt: skip
+    assert proc.returncode == 1 and "add it under [roots] in the config" in proc.stderr, proc.stderr
+    help_text = runner.invoke(app, ["report", "--help"]).output
+    assert "--set limit" in help_text and "--limit/--max-steps" not in help_text
+    from tests.test_store_report import fake_record
+
+    from parbench.store import Store
+
+    store = Store(tmp_path / "s.sqlite")
+    rec, p, lab = fake_record("synthetic", "a-method-with-a-rather-long-name-that-a-table-would-cut", 0, 0.7)
+    store.add_run(rec, p, lab)
+    proc = subprocess.run([sys.executable, "-m", "parbench", "runs", "list", "--store", str(store.path)],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 0 and rec["run_id"] in proc.stdout and rec["method"] in proc.stdout
+    assert proc.stdout.splitlines()[0].split("\t")[0] == "dataset"

@@ -27,7 +27,8 @@ def heatmap_svg(rows: list[dict]) -> str:
     attrs, groups = rows[0]["attributes"], rows[0]["groups"]
     group_order = list(dict.fromkeys(groups.get(a, "") for a in attrs))
     order = sorted(range(len(attrs)), key=lambda i: (group_order.index(groups.get(attrs[i], "")), i))
-    cw, ch, left, top = 58, 17, 190, 150
+    longest = min(30, max(len(r["label"]) for r in rows))
+    cw, ch, left, top = 58, 17, 190, int(24 + 5.0 * longest)  # room for the rotated labels, no more
     w, h = max(left + cw * len(rows) + 20, left + 480), top + ch * len(attrs) + 60
     p = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" {_FONT} role="img" '
          f'aria-label="per-attribute mA">']  # fmt: skip
