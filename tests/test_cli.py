@@ -78,7 +78,9 @@ def test_unknown_dataset_suggests():
 def test_small_breakages_stay_fixed(tmp_path):
     """methods info for zero-shot (no tokenizer on the meta device), the missing-root message keeping its
     `[roots]`, report --include-smoke's help naming real settings, runs list piped: nothing cut."""
-    res = runner.invoke(app, ["methods", "info", "zeroshot", "--backbone", "parbench-tiny", "--dataset", "PETA", "--json"])
+    res = runner.invoke(
+        app, ["methods", "info", "zeroshot", "--backbone", "parbench-tiny", "--dataset", "PETA", "--json"]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["trainable_params"] == 0
     proc = subprocess.run([sys.executable, "-m", "parbench", "run", "--dataset", "PETA", "--method", "zeroshot",
@@ -87,9 +89,8 @@ def test_small_breakages_stay_fixed(tmp_path):
     assert proc.returncode == 1 and "add it under [roots] in the config" in proc.stderr, proc.stderr
     help_text = runner.invoke(app, ["report", "--help"]).output
     assert "--set limit" in help_text and "--limit/--max-steps" not in help_text
-    from tests.test_store_report import fake_record
-
     from parbench.store import Store
+    from tests.test_store_report import fake_record
 
     store = Store(tmp_path / "s.sqlite")
     rec, p, lab = fake_record("synthetic", "a-method-with-a-rather-long-name-that-a-table-would-cut", 0, 0.7)
