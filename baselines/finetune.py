@@ -15,6 +15,7 @@ import torch.nn as nn
 from baselines.heads import AttributeHead, encode_image
 from parbench.engine.params import freeze
 from parbench.methods import MethodSpec
+from parbench.recipes import TOWER_TUNING
 
 
 @dataclass(frozen=True)
@@ -65,13 +66,6 @@ SPEC = MethodSpec(
     name="finetune",
     description="full fine-tuning of the CLIP image encoder + linear head (AdamW, lower encoder lr)",
     build=build,
-    recipe={
-        "optimizer": "adamw",
-        "lr": 1e-3,
-        "weight_decay": 0.05,
-        "epochs": 10,
-        "warmup_epochs": 1,
-        "batch_size": 32,
-    },  # fmt: skip
+    recipe=TOWER_TUNING,
     options=FinetuneOptions,
 )

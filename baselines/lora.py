@@ -16,6 +16,7 @@ from baselines.heads import AttributeHead, encode_image
 from parbench.engine.params import freeze
 from parbench.errors import ParbenchError
 from parbench.methods import MethodSpec
+from parbench.recipes import TOWER_TUNING
 
 TARGETS = {"attn": ["attn"], "attn+mlp": ["attn", "c_fc", "c_proj"], "mlp": ["c_fc", "c_proj"]}
 
@@ -68,13 +69,6 @@ SPEC = MethodSpec(
     name="lora",
     description="LoRA (peft) on the frozen image tower's attention (optionally MLP) + linear head",
     build=build,
-    recipe={
-        "optimizer": "adamw",
-        "lr": 1e-3,
-        "weight_decay": 0.05,
-        "epochs": 10,
-        "warmup_epochs": 1,
-        "batch_size": 32,
-    },
+    recipe=TOWER_TUNING,
     options=LoRAOptions,
 )

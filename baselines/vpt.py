@@ -19,6 +19,7 @@ from baselines.heads import AttributeHead
 from parbench.engine.params import freeze
 from parbench.layers import block_forward, prompt_init
 from parbench.methods import MethodSpec
+from parbench.recipes import PROMPT_TUNING
 
 
 @dataclass(frozen=True)
@@ -83,20 +84,6 @@ SPEC = MethodSpec(
     name="vpt-deep",
     description="VPT-deep: visual prompts in every layer of the frozen image tower + linear head (no text)",
     build=build,
-    # PromptPAR's recipe, so the comparison isolates what its text, regions and fusion block add
-    recipe={
-        "optimizer": "sgd",
-        "lr": 8e-3,
-        "weight_decay": 1e-4,
-        "momentum": 0.9,
-        "epochs": 100,
-        "warmup_epochs": 5,
-        "warmup_lr_init": 0.01,
-        "min_lr": 0.002,
-        "clip_grad": 10.0,
-        "batch_size": 16,
-        "pad": 10,
-        "flip": True,
-    },  # fmt: skip
+    recipe=PROMPT_TUNING,  # PromptPAR's: the comparison isolates what its text, regions and fusion add
     options=VPTOptions,
 )

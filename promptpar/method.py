@@ -6,6 +6,7 @@ from pathlib import Path
 
 from parbench.errors import ParbenchError
 from parbench.methods import MethodSpec
+from parbench.recipes import PROMPT_TUNING
 from promptpar.checkpoint import is_reference_checkpoint
 from promptpar.config import PromptParConfig
 from promptpar.model import PromptPAR
@@ -87,23 +88,7 @@ SPEC = MethodSpec(
     name="promptpar",
     description="PromptPAR: CLIP with region-aware visual/text prompts, ViT-B fusion block, per-attribute heads",
     build=build,
-    # The reference recipe: SGD momentum 0.9, fusion/heads lr 8e-3 (warm-up 5), prompts lr 4e-3 (warm-up 10),
-    # weight decay 1e-4, cosine to 0.002 lr over 100 epochs, clip 10, batch 16, pad 10 + crop + flip, 0.5 x GL loss.
-    recipe={
-        "optimizer": "sgd",
-        "lr": 8e-3,
-        "weight_decay": 1e-4,
-        "momentum": 0.9,
-        "epochs": 100,
-        "warmup_epochs": 5,
-        "warmup_lr_init": 0.01,
-        "min_lr": 0.002,
-        "clip_grad": 10.0,
-        "batch_size": 16,
-        "pad": 10,
-        "flip": True,
-        "aux_loss_weight": 0.5,
-    },  # fmt: skip
+    recipe={**PROMPT_TUNING, "aux_loss_weight": 0.5},  # the reference's, and 0.5 x the GL loss
     options=PromptParConfig,
     import_checkpoint=import_checkpoint,
     accepts_checkpoint=is_reference_checkpoint,
