@@ -8,12 +8,11 @@ a missing key or a wrong type is an error naming the file and the key.
 from __future__ import annotations
 
 import hashlib
+import tomllib
 from dataclasses import dataclass, field, fields
 from functools import cache
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from parbench.errors import ParbenchError
 from parbench.registry import natural_key

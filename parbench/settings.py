@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from parbench.errors import ParbenchError
 

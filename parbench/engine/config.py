@@ -7,11 +7,10 @@ from __future__ import annotations
 import ast
 import difflib
 import math
+import tomllib
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any, ClassVar
-
-import tomllib
 
 from parbench.errors import ParbenchError
 
