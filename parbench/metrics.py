@@ -82,8 +82,11 @@ class PedestrianMetrics:
         return out
 
 
-def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two N x K arrays: labels 0 / 1 / 255 (RAP's raw 2 is 255 in parbench's labels), probabilities finite in
+def _check(
+    labels: np.ndarray, probs: np.ndarray, unspecified: str = "negative"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two N x K arrays: labels 0 / 1 / 255 (RAP's raw 2 is 255 in parbench's labels; under "stored", the mode
+    that scores labels as the reference pickles store them, a raw 2 is taken as it is), probabilities finite in
     [0, 1] (sigmoid outputs, not logits), at least one sample and one attribute. Anything else is an error that
     says what was found: NaN counted as a negative would score a diverged model as chance."""
     labels, probs = np.asarray(labels), np.asarray(probs)
@@ -96,7 +99,8 @@ def _check(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if labels.dtype.kind not in "biuf" or probs.dtype.kind not in "biuf":
         raise ParbenchError("labels/probs", "numeric arrays", f"dtypes {labels.dtype} and {probs.dtype}")
     values = np.unique(labels)
-    bad = values[~np.isin(values, (0, 1, UNSPECIFIED))]
+    allowed = (0, 1, UNSPECIFIED, 2) if unspecified == "stored" else (0, 1, UNSPECIFIED)
+    bad = values[~np.isin(values, allowed)]
     if bad.size:
         raise ParbenchError("labels", "values 0, 1 and 255 (unspecified; RAP's raw 2 is 255 here)",
                             f"{', '.join(f'{v:g}' for v in bad[:5].astype(float))}")  # fmt: skip
@@ -188,7 +192,7 @@ def pedestrian_metrics(
     unspecified: str = "negative",
 ) -> PedestrianMetrics:
     """Score N x K probabilities against N x K labels under a named protocol."""
-    labels, probs = _check(labels, probs)
+    labels, probs = _check(labels, probs, unspecified)
     proto = get_protocol(protocol)
     tau = _threshold(proto, threshold)
     s = per_sample(labels, probs > tau, unspecified)
@@ -221,7 +225,7 @@ def bootstrap_samples(
 
     Pass the same `indices` (n_boot x N) for two methods on the same images to get a paired bootstrap.
     """
-    labels, probs = _check(labels, probs)
+    labels, probs = _check(labels, probs, unspecified)
     proto = get_protocol(protocol)
     tau = _threshold(proto, threshold)
     n = labels.shape[0]
@@ -328,7 +332,7 @@ def roc_auc(truth: np.ndarray, scores: np.ndarray) -> float:
 def ranking_metrics(labels: np.ndarray, probs: np.ndarray, unspecified: str = "negative") -> dict:
     """Threshold-free metrics: per-attribute AP and AUROC, and their macro means (mAP, mAUC) over the
     attributes where they are defined (the counts say how many)."""
-    labels, probs = _check(labels, probs)
+    labels, probs = _check(labels, probs, unspecified)
     valid = _valid_mask(labels, unspecified)
     ap, auc = [], []
     for j in range(labels.shape[1]):
@@ -357,7 +361,7 @@ def fit_thresholds(labels: np.ndarray, probs: np.ndarray, unspecified: str = "ne
     per attribute (midpoints between consecutive distinct scores, so a threshold never sits on a sample) and one
     global (a 1/(grid-1) grid over [0, 1], maximising the mean over attributes). Ties keep the threshold closest
     to 0.5; an attribute without both classes keeps 0.5."""
-    labels, probs = _check(labels, probs)
+    labels, probs = _check(labels, probs, unspecified)
     pos, neg, _ = _masks(labels, unspecified)
     K = labels.shape[1]
     per = np.full(K, 0.5)

@@ -152,3 +152,19 @@ def test_forward_flops_of_one_block_by_hand():
     with torch.device("meta"):
         block = Block()
     assert forward_flops(block, (L, W)) == 2 * (12 * L * W * W + 2 * L * L * W)
+
+
+def test_stored_mode_takes_a_raw_rap_2_as_the_reference_metric_code_does():
+    from parbench.errors import ParbenchError
+    from parbench.metrics import pedestrian_metrics
+
+    probs = np.array([[0.9, 0.2, 0.6], [0.3, 0.7, 0.1], [0.8, 0.4, 0.5]])
+    raw = np.array([[1, 0, 2], [0, 1, 1], [2, 0, 0]])
+    canon = np.where(raw == 2, 255, raw)
+    a, b = (
+        pedestrian_metrics(raw, probs, unspecified="stored"),
+        pedestrian_metrics(canon, probs, unspecified="stored"),
+    )
+    assert a.headline() == b.headline()
+    with pytest.raises(ParbenchError, match="0, 1 and 255"):  # elsewhere a 2 is a mistake, not a label
+        pedestrian_metrics(raw, probs)
