@@ -161,10 +161,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def main_table(records: list[dict], protocol: str) -> dict:
-    """Methods x datasets: one row per configuration across datasets (the identity without the data), so a
-    method's row reads across PETA, PA100k, RAP... as a PAR paper's main table does."""
-    per_dataset = configuration_rows(records, protocol)
+def main_table(per_dataset: dict[str, list[dict]], protocol: str) -> dict:
+    """Methods x datasets from `configuration_rows`: one row per configuration across datasets (the identity
+    without the data), so a method's row reads across PETA, PA100k, RAP... as a PAR paper's main table does."""
     datasets = list(per_dataset)
     rows: dict[str, dict] = {}
     for ds, ds_rows in per_dataset.items():

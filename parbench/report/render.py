@@ -71,7 +71,7 @@ def _protocol_view(store: Store, records: list[dict], protocol: str) -> dict:
                          "trainable parameters"), "scatter_flops": scatter_svg(_points(rows, "flops"),
                          "forward FLOPs per image", zero_label="")})  # fmt: skip
     return {"name": protocol, "protocol": PROTOCOLS[protocol], "datasets": datasets, "per_dataset": per_dataset,
-            "main": main_table(records, protocol), "zs": _zs_drops(per_dataset)}  # fmt: skip
+            "main": main_table(per_dataset, protocol), "zs": _zs_drops(per_dataset)}  # fmt: skip
 
 
 def render_report(store_path: str | Path, out_dir: str | Path, protocol: str = "promptpar",

@@ -96,6 +96,14 @@ def leaderboard_md(per_dataset: dict[str, list[dict]], protocol: str, published)
     return "\n".join(lines)
 
 
+def _main_cells(row: dict, datasets: list[str]):
+    """(cell or None, metric, rank: 1 best, 2 second, 0 other) for each column of a main-table row."""
+    for d in datasets:
+        c = row["cells"].get(d)
+        for k in HEADLINE:
+            yield c, k, 0 if c is None else c.get("rank", {}).get(k, 0)
+
+
 def main_table_md(table: dict) -> str:
     ds = table["datasets"]
     head = "| method | " + " | ".join(f"{d} {NAMES[k]}" for d in ds for k in HEADLINE) + " |"
@@ -103,15 +111,9 @@ def main_table_md(table: dict) -> str:
              f"measured rows; {TEST_MARK} = selected on test.", "", head, "|---|" + "---|" * (len(ds) * len(HEADLINE))]  # fmt: skip
     for r in table["rows"]:
         cells = []
-        for d in ds:
-            c = r["cells"].get(d)
-            for k in HEADLINE:
-                if c is None:
-                    cells.append("–")
-                    continue
-                v = _pct(c[k])
-                rank = c.get("rank", {}).get(k, 0)
-                cells.append(f"**{v}**" if rank == 1 else f"_{v}_" if rank == 2 else v)
+        for c, k, rank in _main_cells(r, ds):
+            v = "–" if c is None else _pct(c[k])
+            cells.append(f"**{v}**" if rank == 1 else f"_{v}_" if rank == 2 else v)
         test = any(c.get("selected_on_test") for c in r["cells"].values())
         lines.append(f"| {r['label']}{' ' + TEST_MARK if test else ''} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -138,18 +140,15 @@ def main_table_tex(table: dict) -> str:
            " & " + " & ".join(NAMES[m] for _ in ds for m in HEADLINE) + " \\\\", "\\midrule"]  # fmt: skip
     for r in table["rows"]:
         cells = []
-        for d in ds:
-            c = r["cells"].get(d)
-            for m in HEADLINE:
-                if c is None:
-                    cells.append("--")
-                    continue
-                v = f"{100 * c[m]:.2f}"
-                rank = c.get("rank", {}).get(m, 0)
-                v = f"\\textbf{{{v}}}" if rank == 1 else f"\\underline{{{v}}}" if rank == 2 else v
-                if len(c["seeds"]) > 1 and not c["identical_seeds"]:
-                    v += f"{{\\scriptsize$\\pm${100 * c[m + '_std']:.2f}}}"
-                cells.append(v)
+        for c, m, rank in _main_cells(r, ds):
+            if c is None:
+                cells.append("--")
+                continue
+            v = f"{100 * c[m]:.2f}"
+            v = f"\\textbf{{{v}}}" if rank == 1 else f"\\underline{{{v}}}" if rank == 2 else v
+            if len(c["seeds"]) > 1 and not c["identical_seeds"]:
+                v += f"{{\\scriptsize$\\pm${100 * c[m + '_std']:.2f}}}"
+            cells.append(v)
         test = any(c.get("selected_on_test") for c in r["cells"].values())
         out.append(_tex(r["label"] + (f" {TEST_MARK}" if test else "")) + " & " + " & ".join(cells) + " \\\\")
     out += ["\\bottomrule", "\\end{tabular}", ""]
