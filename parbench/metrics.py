@@ -82,35 +82,40 @@ class PedestrianMetrics:
         return out
 
 
-def _check(
-    labels: np.ndarray, probs: np.ndarray, unspecified: str = "negative"
+def check_predictions(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    unspecified: str = "negative",
+    names: tuple[str, str] = ("labels", "probs"),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two N x K arrays: labels 0 / 1 / 255 (RAP's raw 2 is 255 in parbench's labels; under "stored", the mode
     that scores labels as the reference pickles store them, a raw 2 is taken as it is), probabilities finite in
     [0, 1] (sigmoid outputs, not logits), at least one sample and one attribute. Anything else is an error that
-    says what was found: NaN counted as a negative would score a diverged model as chance."""
+    says what was found: NaN counted as a negative would score a diverged model as chance. `names` says where
+    each array came from (the files `parbench score` read), so the error points at the file to fix."""
     labels, probs = np.asarray(labels), np.asarray(probs)
+    lname, pname = names
+    both = f"{lname} and {pname}" if names != ("labels", "probs") else "labels/probs"
     if labels.ndim != 2 or probs.shape != labels.shape:
-        raise ParbenchError(
-            "labels/probs", "two N x K arrays of the same shape", f"{labels.shape} and {probs.shape}"
-        )
+        raise ParbenchError(both, "two N x K arrays of the same shape", f"{labels.shape} and {probs.shape}")
     if labels.size == 0:
-        raise ParbenchError("labels/probs", "at least one sample and one attribute", f"shape {labels.shape}")
-    if labels.dtype.kind not in "biuf" or probs.dtype.kind not in "biuf":
-        raise ParbenchError("labels/probs", "numeric arrays", f"dtypes {labels.dtype} and {probs.dtype}")
+        raise ParbenchError(both, "at least one sample and one attribute", f"shape {labels.shape}")
+    for name, arr in ((lname, labels), (pname, probs)):
+        if arr.dtype.kind not in "biuf":
+            raise ParbenchError(name, "a numeric array", f"dtype {arr.dtype}")
     values = np.unique(labels)
     allowed = (0, 1, UNSPECIFIED, 2) if unspecified == "stored" else (0, 1, UNSPECIFIED)
     bad = values[~np.isin(values, allowed)]
     if bad.size:
-        raise ParbenchError("labels", "values 0, 1 and 255 (unspecified; RAP's raw 2 is 255 here)",
+        raise ParbenchError(lname, "labels 0, 1 and 255 (unspecified; RAP's raw 2 is 255 here)",
                             f"{', '.join(f'{v:g}' for v in bad[:5].astype(float))}")  # fmt: skip
     probs = probs.astype(np.float64)
     if not np.isfinite(probs).all():
         raise ParbenchError(
-            "probs", "finite probabilities", f"{int((~np.isfinite(probs)).sum())} NaN or infinite values"
+            pname, "finite probabilities", f"{int((~np.isfinite(probs)).sum())} NaN or infinite values"
         )
     if probs.min() < 0 or probs.max() > 1:
-        raise ParbenchError("probs", "probabilities in [0, 1] (apply a sigmoid to logits)",
+        raise ParbenchError(pname, "probabilities in [0, 1] (apply a sigmoid to logits)",
                             f"values from {probs.min():g} to {probs.max():g}")  # fmt: skip
     return labels.astype(np.int64), probs
 
@@ -192,7 +197,7 @@ def pedestrian_metrics(
     unspecified: str = "negative",
 ) -> PedestrianMetrics:
     """Score N x K probabilities against N x K labels under a named protocol."""
-    labels, probs = _check(labels, probs, unspecified)
+    labels, probs = check_predictions(labels, probs, unspecified)
     proto = get_protocol(protocol)
     tau = _threshold(proto, threshold)
     s = per_sample(labels, probs > tau, unspecified)
@@ -225,7 +230,7 @@ def bootstrap_samples(
 
     Pass the same `indices` (n_boot x N) for two methods on the same images to get a paired bootstrap.
     """
-    labels, probs = _check(labels, probs, unspecified)
+    labels, probs = check_predictions(labels, probs, unspecified)
     proto = get_protocol(protocol)
     tau = _threshold(proto, threshold)
     n = labels.shape[0]
@@ -332,7 +337,7 @@ def roc_auc(truth: np.ndarray, scores: np.ndarray) -> float:
 def ranking_metrics(labels: np.ndarray, probs: np.ndarray, unspecified: str = "negative") -> dict:
     """Threshold-free metrics: per-attribute AP and AUROC, and their macro means (mAP, mAUC) over the
     attributes where they are defined (the counts say how many)."""
-    labels, probs = _check(labels, probs, unspecified)
+    labels, probs = check_predictions(labels, probs, unspecified)
     valid = _valid_mask(labels, unspecified)
     ap, auc = [], []
     for j in range(labels.shape[1]):
@@ -361,7 +366,7 @@ def fit_thresholds(labels: np.ndarray, probs: np.ndarray, unspecified: str = "ne
     per attribute (midpoints between consecutive distinct scores, so a threshold never sits on a sample) and one
     global (a 1/(grid-1) grid over [0, 1], maximising the mean over attributes). Ties keep the threshold closest
     to 0.5; an attribute without both classes keeps 0.5."""
-    labels, probs = _check(labels, probs, unspecified)
+    labels, probs = check_predictions(labels, probs, unspecified)
     pos, neg, _ = _masks(labels, unspecified)
     K = labels.shape[1]
     per = np.full(K, 0.5)

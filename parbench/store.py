@@ -17,7 +17,7 @@ import io
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,32 @@ MIGRATIONS: dict[int, str] = {
     ALTER TABLE runs ADD COLUMN group_key TEXT;
     """,
 }
+
+
+# What every stored record must hold to be listed, merged or reported (what `engine.run` writes, and more); a row
+# written by another tool or an older version that lacks any of it is skipped and named, never a KeyError later.
+RECORD_KEYS = ("run_id", "dataset", "method", "backbone", "seed")
+FINISHED_KEYS = ("metrics", "attributes", "total_params", "trainable_params")
+METRIC_KEYS = ("ma", "acc", "prec", "rec", "f1", "label_ma")
+
+
+def record_problem(rec: Any, status: str = "finished") -> str | None:
+    """What a stored record lacks for parbench to use it, or None when it is complete."""
+    if not isinstance(rec, dict):
+        return f"a record that is {type(rec).__name__}, not an object"
+    need = RECORD_KEYS + (FINISHED_KEYS if status == "finished" else ())
+    missing = [k for k in need if k not in rec]
+    if missing:
+        return f"its record lacks {', '.join(missing)}"
+    if status == "finished":
+        metrics = rec["metrics"]
+        if not isinstance(metrics, dict) or not metrics:
+            return "its record has no metrics per protocol"
+        for proto, m in metrics.items():
+            gone = [k for k in METRIC_KEYS if not isinstance(m, dict) or k not in m]
+            if gone:
+                return f"its {proto} metrics lack {', '.join(gone)}"
+    return None
 
 
 class Store:
@@ -160,13 +186,34 @@ class Store:
                 raise self._error(e) from None
         raise ParbenchError(self.path, "a writable store", "busy after 20 attempts")
 
-    def records(self, include_smoke: bool = True, status: str | None = "finished") -> list[dict]:
-        """Run records in a stable order; `status=None` for every status."""
+    def read_records(
+        self, include_smoke: bool = True, status: str | None = "finished"
+    ) -> tuple[list[dict], list[tuple[str, str]]]:
+        """(complete run records in a stable order, (run id, what is wrong) for each row that cannot be used);
+        `status=None` for every status."""
         rows = self._read(
-            "SELECT record, smoke, status FROM runs ORDER BY dataset, method, backbone, seed, run_id"
+            "SELECT run_id, record, smoke, status FROM runs ORDER BY dataset, method, backbone, seed, run_id"
         )
-        return [json.loads(rec) for rec, smoke, st in rows
-                if (include_smoke or not smoke) and (status is None or st == status)]  # fmt: skip
+        good, bad = [], []
+        for run_id, text, smoke, st in rows:
+            if not (include_smoke or not smoke) or not (status is None or st == status):
+                continue
+            try:
+                rec = json.loads(text)
+            except (TypeError, ValueError):
+                bad.append((str(run_id), "its record is not valid JSON"))
+                continue
+            problem = record_problem(rec, st)
+            if problem:
+                bad.append((str(run_id), problem))
+            else:
+                good.append(rec)
+        return good, bad
+
+    def records(self, include_smoke: bool = True, status: str | None = "finished") -> list[dict]:
+        """Complete run records in a stable order (rows that cannot be used are left out: `read_records` names
+        them); `status=None` for every status."""
+        return self.read_records(include_smoke, status)[0]
 
     def keys(self) -> set[str]:
         """Identities already recorded (finished or failed): a suite does not run them again."""
@@ -206,11 +253,16 @@ class Store:
         )
         return [dict(r) for r in rows]
 
-    def merge_from(self, other: str | Path) -> int:
-        """Copy every run of another store into this one (shards written to separate files); idempotent."""
+    def merge_from(self, other: str | Path, warn: Callable[[str], None] | None = None) -> int:
+        """Copy every run of another store into this one (shards written to separate files); idempotent. Rows
+        whose records cannot be used are not copied; each is named to `warn`."""
         src = Store(other, create=False)
+        records, bad = src.read_records(status=None)
+        for run_id, problem in bad:
+            if warn is not None:
+                warn(f"warning: {src.path}: skipped run {run_id}: {problem}")
         n = 0
-        for rec in src.records(status=None):
+        for rec in records:
             pred = src.predictions(rec["run_id"])
             self.add_run(rec, *(pred if pred else (None, None)))
             n += 1

@@ -27,12 +27,12 @@ def build(backbone, card, options: PromptParConfig | None = None) -> PromptPAR:
     if not cfg.use_mm_former:
         return model
     if cfg.vit_b_weights:
-        import torch
+        from parbench.torchfile import load_weights_only
 
         path = Path(cfg.vit_b_weights)
         if not path.is_file():
             raise ParbenchError(path, "the ViT-B/16 checkpoint for the fusion block", "no such file")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_weights_only(path, "the ViT-B/16 checkpoint for the fusion block (a state dict)")
         state = state.get("state_dict", state.get("model", state))
         model.fusion.load_vit_b(state, str(path))
     elif cfg.fusion_init != "random" and backbone.pretrained != "none":

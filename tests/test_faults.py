@@ -68,6 +68,30 @@ def test_crafted_last_pt_is_refused_on_resume_and_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
+def _not_a_checkpoint(path: Path) -> Path:
+    """Bytes that torch reads as a legacy pickle whose first opcode (BYTEARRAY8) claims 2**63 bytes."""
+    import struct
+
+    path.write_bytes(b"\x96" + struct.pack("<Q", 2**63) + bytes(range(256)) * 4)
+    return path
+
+
+def test_bytes_that_are_no_checkpoint_are_named_so(tmp_path):
+    from parbench.backbones import load_weights_file
+
+    bad = _not_a_checkpoint(tmp_path / "model.pth")
+    code, _, err = cli("eval", "--checkpoint", bad, "--dataset", "synthetic")
+    one_line_error(code, err, "model.pth", "not a torch checkpoint, or a damaged one")
+    assert "BYTEARRAY8" not in err and "Overflow" not in err
+    with pytest.raises(ParbenchError, match="model.pth: a CLIP checkpoint.*not a torch checkpoint"):
+        load_weights_file(bad)
+    good = tmp_path / "half.pt"
+    torch.save({"w": torch.ones(64)}, good)
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:200])  # a copy that stopped half way
+    code, _, err = cli("eval", "--checkpoint", tmp_path / "cut.pt", "--dataset", "synthetic")
+    one_line_error(code, err, "cut.pt", "a damaged torch archive, truncated")
+
+
 def test_crafted_trainable_pt_and_caches_run_nothing(tmp_path):
     marker = tmp_path / "PWNED"
     bad = tmp_path / "trainable.pt"
@@ -161,28 +185,41 @@ def test_divergence_stops_the_run_and_is_stored_as_failed(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "labels,probs,extra,needle",
+    "labels,probs,extra,needle,culprit",
     [
-        ([[1, 0], [0, 1]], [[0.9, np.nan], [0.2, 0.8]], [], "NaN"),
-        ([[1, 0], [0, 1]], [[0.9, np.inf], [0.2, 0.8]], [], "NaN or infinite"),
-        ([[1, 0], [0, 1]], [[3.2, -1.0], [0.2, 0.8]], [], "[0, 1]"),
-        ([[2, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], [], "0, 1 and 255"),
-        ([[-1, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], [], "found -1"),
-        ([[7, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], [], "found 7"),
-        ([[0.3, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], [], "found 0.3"),
-        (np.zeros((0, 3)), np.zeros((0, 3)), [], "at least one sample"),
-        ([[1, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], ["--threshold", "nan"], "threshold"),
-        ([[1, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], ["--threshold", "1.5"], "threshold"),
+        ([[1, 0], [0, 1]], [[0.9, np.nan], [0.2, 0.8]], [], "NaN", "p.npy: "),
+        ([[1, 0], [0, 1]], [[0.9, np.inf], [0.2, 0.8]], [], "NaN or infinite", "p.npy: "),
+        ([[1, 0], [0, 1]], [[3.2, -1.0], [0.2, 0.8]], [], "[0, 1]", "p.npy: "),
+        ([[2, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], [], "0, 1 and 255", "l.npy: "),
+        ([[-1, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], [], "found -1", "l.npy: "),
+        ([[7, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], [], "found 7", "l.npy: "),
+        ([[0.3, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], [], "found 0.3", "l.npy: "),
+        (np.zeros((0, 3)), np.zeros((0, 3)), [], "at least one sample", "l.npy and "),
+        ([[1, 0]], [[0.9, 0.1], [0.2, 0.8]], [], "same shape", "l.npy and "),
+        ([[1, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], ["--threshold", "nan"], "threshold", "threshold"),
+        ([[1, 0], [0, 1]], [[0.9, 0.1], [0.2, 0.8]], ["--threshold", "1.5"], "threshold", "threshold"),
     ],
 )  # fmt: skip
-def test_score_validates_its_arrays(tmp_path, labels, probs, extra, needle):
+def test_score_validates_its_arrays_and_names_the_file(tmp_path, labels, probs, extra, needle, culprit):
     np.save(tmp_path / "l.npy", np.asarray(labels))
     np.save(tmp_path / "p.npy", np.asarray(probs, dtype=float))
     code, out, err = cli(
         "score", "--labels", tmp_path / "l.npy", "--probs", tmp_path / "p.npy", "--json", *extra
     )
     one_line_error(code, err, needle)
+    if culprit.endswith(".npy: "):  # the file to fix, as every other error names it
+        assert err.startswith(f"error: {tmp_path / culprit}"), err
+    elif culprit.endswith(" and "):  # both files, when the fault is between them
+        assert f"{tmp_path / 'l.npy'} and {tmp_path / 'p.npy'}" in err, err
     assert out == ""
+
+
+def test_score_refuses_an_object_array_without_numpy_advice(tmp_path):
+    np.save(tmp_path / "l.npy", np.array([[1, 0]]))
+    np.save(tmp_path / "p.npy", np.array([[{"p": 0.9}, 0.1]], dtype=object), allow_pickle=True)
+    code, _, err = cli("score", "--labels", tmp_path / "l.npy", "--probs", tmp_path / "p.npy")
+    one_line_error(code, err, "p.npy", "objects", "never loads pickles")
+    assert "allow_pickle" not in err and "unsafely" not in err
 
 
 def test_score_refuses_an_npz(tmp_path):
@@ -210,17 +247,25 @@ def test_bad_wider_boxes_are_errors_at_read(tmp_path, box):
         load_dataset("WIDER", _wider(tmp_path, box))
 
 
-def test_a_box_outside_its_image_is_an_error_not_a_scene_crop(tmp_path):
-    from parbench.data import load_dataset
+def test_a_box_outside_its_image_names_the_annotation_target_and_image(tmp_path):
+    from parbench.data import load_dataset, prepare_dataset
     from parbench.data.torchdata import load_image
 
-    root = _wider(tmp_path, [5000, 5000, 40, 80])
+    root = _wider(tmp_path, [1, 2, 3, 4])
+    doc = json.loads((root / "wider_attribute_trainval.json").read_text())
+    doc["images"][1]["targets"][0]["bbox"] = [5000, 5000, 40, 80]  # the second image's first person
+    (root / "wider_attribute_trainval.json").write_text(json.dumps(doc))
+    prepare_dataset("WIDER", root)  # the prepared copy keeps where each box is written
     ds = load_dataset("WIDER", root)
-    first = ds.image_paths[0]
-    Path(first).parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (100, 200)).save(first)
-    with pytest.raises(ParbenchError, match="inside the 100x200 image"):
-        load_image(ds, 0)
+    i = len(doc["images"][0]["targets"])
+    image = ds.image_paths[i]
+    Path(image).parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (100, 200)).save(image)
+    with pytest.raises(ParbenchError) as e:
+        load_image(ds, i)
+    msg = str(e.value)
+    assert msg.startswith(f"{root / 'wider_attribute_trainval.json'}: images[1].targets[0]"), msg
+    assert "inside the 100x200 image" in msg and image in msg and "[5000.0, 5000.0, 40.0, 80.0]" in msg
 
 
 def test_peta_with_too_few_columns(tmp_path):
@@ -323,6 +368,44 @@ def test_corrupt_last_pt_on_resume(tmp_path):
     (run_dir / "last.pt").write_bytes(b"\x00" * 100)
     code, _, err = cli(*RUN, "--out", out, *_sets(FAST), "--resume")
     one_line_error(code, err, "last.pt", "resume checkpoint")
+
+
+def _raw_row(store_path, record: dict) -> None:
+    """A run row as another tool (or an older parbench) writes it: the runs table, none of parbench's keys."""
+    import sqlite3
+
+    con = sqlite3.connect(store_path)
+    con.execute("INSERT INTO runs (run_id, dataset, method, record) VALUES (?, ?, ?, ?)",
+                (record["run_id"], record["dataset"], record["method"], json.dumps(record)))  # fmt: skip
+    con.commit()
+    con.close()
+
+
+def test_report_skips_and_names_a_row_it_cannot_read(tmp_path):
+    from tests.test_store_report import _store_with_runs
+
+    store = _store_with_runs(tmp_path)
+    _raw_row(store.path, {"run_id": "foreign-1", "dataset": "synthetic", "method": "mine"})
+    code, out, err = cli("report", "--store", store.path, "--out", tmp_path / "rep")
+    assert code == 0 and "Traceback" not in err, err
+    assert f"{store.path}: skipped run foreign-1: its record lacks backbone, seed" in err
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert 'id="skipped"' in page and "foreign-1" in page and 'data-method="promptpar"' in page
+    target = tmp_path / "merged.sqlite"
+    code, out, err = cli("store", "merge", target, store.path)
+    assert code == 0 and "skipped run foreign-1" in err and "merged 12 runs" in out, err
+
+
+def test_report_of_a_store_with_only_unreadable_rows_is_one_line(tmp_path):
+    from parbench.store import Store
+
+    path = tmp_path / "s.sqlite"
+    Store(path)
+    _raw_row(path, {"run_id": "foreign-1", "dataset": "synthetic", "method": "mine"})
+    code, _, err = cli("report", "--store", path, "--out", tmp_path / "rep")
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 1 and "Traceback" not in err and lines[-1].startswith("error:"), err
+    assert str(path) in lines[-1] and "foreign-1" in lines[-1] and "lacks backbone" in lines[-1]
 
 
 def test_report_out_naming_a_file(tmp_path):

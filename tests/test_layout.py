@@ -10,7 +10,7 @@ PACKAGES = ("parbench", "promptpar", "baselines")
 # what a method (promptpar/, baselines/) may import from the framework
 PUBLIC = {"parbench.errors", "parbench.methods", "parbench.layers", "parbench.labels", "parbench.engine.params",
           "parbench.engine.config", "parbench.engine.build", "parbench.backbones", "parbench.cards",
-          "parbench.settings", "parbench.atomic", "parbench.data.pickles", "parbench.recipes"}  # fmt: skip
+          "parbench.settings", "parbench.atomic", "parbench.data.pickles", "parbench.recipes", "parbench.torchfile"}  # fmt: skip
 
 
 def _modules() -> dict[str, Path]:

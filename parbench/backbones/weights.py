@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 from parbench.errors import ParbenchError
+from parbench.torchfile import load_weights_only
 
 
 def _is_jit_archive(path: Path) -> bool:
@@ -27,12 +28,7 @@ def load_weights_file(path: Path) -> tuple[dict, bool]:
         for k in ("input_resolution", "context_length", "vocab_size"):
             sd.pop(k, None)
         return {k: v.float() for k, v in sd.items()}, True
-    try:
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # not a torch file, or it holds objects that weights_only refuses
-        raise ParbenchError(
-            path, "a CLIP checkpoint (open_clip state dict or OpenAI JIT .pt)", str(e).splitlines()[0][:200]
-        ) from None
+    ckpt = load_weights_only(path, "a CLIP checkpoint (open_clip state dict or OpenAI JIT .pt)")
     sd = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise ParbenchError(path, "a state dict of tensors", type(ckpt).__name__)

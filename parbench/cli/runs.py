@@ -234,22 +234,11 @@ def score(
     as_json: JsonOut = False,
 ) -> None:
     """Score saved predictions of any model."""
-    import numpy as np
+    from parbench.arrays import load_npy
+    from parbench.metrics import bootstrap_ci, check_predictions, pedestrian_metrics
 
-    from parbench.metrics import bootstrap_ci, pedestrian_metrics
-
-    arrays = []
-    for p in (labels, probs):
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise ParbenchError(p, "a .npy array", str(e)) from None
-        if not isinstance(arr, np.ndarray):  # an .npz archive
-            arr.close()
-            raise ParbenchError(
-                p, "a .npy array (one array per file)", f"an .npz archive of {list(arr.files)}"
-            )
-        arrays.append(arr)
+    arrays = [load_npy(labels), load_npy(probs)]
+    check_predictions(*arrays, unspecified, names=(str(labels), str(probs)))
     if bootstrap < 0:
         raise ParbenchError("--bootstrap", "a number of resamples >= 0", str(bootstrap))
     m = pedestrian_metrics(arrays[0], arrays[1], protocol, threshold, unspecified)

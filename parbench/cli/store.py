@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from parbench.cli.common import DEFAULT_STORE, JsonOut, StorePath, out, print_json, runs_app, store_app
+from parbench.cli.common import DEFAULT_STORE, JsonOut, StorePath, err, out, print_json, runs_app, store_app
 
 
 @runs_app.command("list")
@@ -65,5 +65,6 @@ def store_merge(
     from parbench.store import Store
 
     dst = Store(target)
-    n = sum(dst.merge_from(s) for s in sources)
+    warn = lambda line: err.print(line, markup=False, highlight=False)
+    n = sum(dst.merge_from(s, warn) for s in sources)
     out.print(f"merged {n} runs into {target}")

@@ -135,7 +135,13 @@ def report_cmd(
     LaTeX) from a store."""
     from parbench.report.render import render_report
 
-    path = render_report(store, out_dir, protocol, include_smoke)
+    path = render_report(
+        store,
+        out_dir,
+        protocol,
+        include_smoke,
+        warn=lambda line: err.print(line, markup=False, highlight=False),
+    )
     out.print(f"report: {path}", highlight=False)
 
 

@@ -25,6 +25,9 @@ class PARDataset:
     partitions: dict[str, np.ndarray]  # split name -> int64 row indices
     identities: np.ndarray | None = None  # (N,) int64 person ids where the dataset has them
     boxes: np.ndarray | None = None  # (N, 4) float32 x, y, w, h crops (WIDER), else None
+    # where each box is written, relative to root ("wider_attribute_test.json images[3].targets[1]"): a box that
+    # misses its image is an error pointing at the annotation to fix, not only at the image
+    box_origins: list[str] | None = None
     extra_attributes: list[str] = field(default_factory=list)
     extra_labels: np.ndarray | None = None  # (N, E) uint8: non-evaluated columns (colour, extra)
     partition_index: int = 0

@@ -133,7 +133,9 @@ def load_torch(path: str | Path) -> Any:
     except ParbenchError:
         raise
     except Exception as e:
-        raise ParbenchError(path, "a torch checkpoint", f"{type(e).__name__}: {str(e)[:200]}") from None
+        from parbench.torchfile import unreadable
+
+        raise ParbenchError(path, "a torch checkpoint", unreadable(path, e)) from None
 
 
 def get(obj: Any, key: str, source: Path) -> Any:

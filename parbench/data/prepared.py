@@ -16,7 +16,7 @@ from parbench.errors import ParbenchError
 from parbench.registry import readers
 from parbench.settings import cache_dir, configured_root, env_var
 
-PREPARED_VERSION = 1
+PREPARED_VERSION = 2  # 2: box origins
 _ARRAYS = ("labels", "identities", "boxes", "extra_labels")
 
 
@@ -62,6 +62,7 @@ def save_prepared(ds: PARDataset, base: Path) -> None:
         "relpaths": ds.relpaths,
         "root": str(ds.root),
         "extra_attributes": ds.extra_attributes,
+        "box_origins": ds.box_origins,
         "partition_index": ds.partition_index,
         "card_version": ds.card_version,
     }
@@ -89,6 +90,7 @@ def load_prepared(base: Path) -> PARDataset | None:
         partitions={k[6:]: v for k, v in arrays.items() if k.startswith("split_")},
         identities=arrays.get("identities"),
         boxes=arrays.get("boxes"),
+        box_origins=meta.get("box_origins"),
         extra_attributes=meta["extra_attributes"],
         extra_labels=arrays.get("extra_labels"),
         partition_index=meta["partition_index"],

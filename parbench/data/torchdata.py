@@ -22,16 +22,21 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def crop_box(img: Image.Image, box, path: str) -> Image.Image:
-    """Crop a person box (x, y, w, h) clipped to the image; a box that misses the image is an error naming the
-    file, never a silent whole-scene crop."""
+def crop_box(img: Image.Image, box, path: str, origin: str | None = None, root: str = "") -> Image.Image:
+    """Crop a person box (x, y, w, h) clipped to the image; a box that misses the image is an error, never a
+    silent whole-scene crop. It names the annotation file and the target (`origin`, "file.json images[i].
+    targets[j]" under `root`) where the reader says where the box is written: that is where the fix goes."""
     x, y, w, h = (float(v) for v in box)
     W, H = img.size
     if not all(np.isfinite([x, y, w, h])) or w <= 0 or h <= 0:
         raise ParbenchError(path, "a person box with finite x, y and positive w, h", f"{[x, y, w, h]}")
     left, top, right, bottom = max(0.0, x), max(0.0, y), min(float(W), x + w), min(float(H), y + h)
     if right - left < 1 or bottom - top < 1:
-        raise ParbenchError(path, f"a person box inside the {W}x{H} image", f"{[x, y, w, h]}")
+        if origin is None:
+            raise ParbenchError(path, f"a person box inside the {W}x{H} image", f"{[x, y, w, h]}")
+        annotation, _, target = origin.partition(" ")
+        expected = f"{target}: a person box inside the {W}x{H} image {path}"
+        raise ParbenchError(os.path.join(root, annotation), expected, f"bbox {[x, y, w, h]}")
     return img.crop(tuple(int(round(v)) for v in (left, top, right, bottom)))
 
 
@@ -43,7 +48,7 @@ def load_image(ds: PARDataset, i: int) -> Image.Image:
     except (OSError, Image.DecompressionBombError, ValueError) as e:
         raise ParbenchError(path, "a readable image", f"{type(e).__name__}: {e}") from None
     if ds.boxes is not None:
-        img = crop_box(img, ds.boxes[i], path)
+        img = crop_box(img, ds.boxes[i], path, ds.box_origins[i] if ds.box_origins else None, str(ds.root))
     return img
 
 

@@ -28,6 +28,7 @@ from parbench.engine.params import trainable_state
 from parbench.engine.schedule import lr_at
 from parbench.errors import Diverged, ParbenchError
 from parbench.metrics import pedestrian_metrics
+from parbench.torchfile import load_weights_only
 
 
 def seed_everything(seed: int) -> None:
@@ -173,11 +174,7 @@ def _set_rng_state(s: dict) -> None:
 
 def load_resume_state(path: Path) -> dict:
     """last.pt through torch's weights-only loader: tensors and plain data, nothing that can run code."""
-    try:
-        ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt, truncated, or holding objects weights_only refuses
-        raise ParbenchError(path, "a parbench resume checkpoint (delete it to start the run again)",
-                            f"{type(e).__name__}: {str(e).splitlines()[0][:160]}") from None  # fmt: skip
+    ck = load_weights_only(path, "a parbench resume checkpoint (delete it to start the run again)")
     if not isinstance(ck, dict) or not {"epoch", "trainable", "optimizer", "history", "rng"} <= set(ck):
         raise ParbenchError(
             path,

@@ -9,6 +9,8 @@ report/aggregate.py); failed runs are listed as failed, never scored.
 from __future__ import annotations
 
 import html
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from parbench.atomic import write_text
@@ -22,6 +24,10 @@ from parbench.report.svg import curves_svg, heatmap_svg, scatter_svg
 from parbench.store import Store
 
 ZS_PAIRS = [("PETA", "PETA-ZS"), ("RAPv2", "RAP-ZS"), ("synthetic", "synthetic-zs")]
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def published_rows(dataset: str) -> list[dict]:
@@ -74,8 +80,16 @@ def _protocol_view(store: Store, records: list[dict], protocol: str) -> dict:
             "main": main_table(per_dataset, protocol), "zs": _zs_drops(per_dataset)}  # fmt: skip
 
 
-def render_report(store_path: str | Path, out_dir: str | Path, protocol: str = "promptpar",
-                  include_smoke: bool = False, title: str = "parbench report") -> Path:  # fmt: skip
+def render_report(
+    store_path: str | Path,
+    out_dir: str | Path,
+    protocol: str = "promptpar",
+    include_smoke: bool = False,
+    title: str = "parbench report",
+    warn: Callable[[str], None] | None = None,
+) -> Path:
+    """Render the report folder from a store. Rows the store holds but parbench cannot use (written by another
+    tool or an older version) are left out, each named to `warn` and in the page."""
     if protocol not in PROTOCOLS:
         raise ParbenchError("--protocol", f"one of {', '.join(PROTOCOLS)}", repr(protocol))
     out = Path(out_dir)
@@ -87,11 +101,16 @@ def render_report(store_path: str | Path, out_dir: str | Path, protocol: str = "
             store_path, "a results store (run `parbench run ... --store FILE` first)", "no such file"
         )
     store = Store(store_path, create=False)
-    records = store.records(include_smoke=include_smoke)
-    failed = store.records(include_smoke=include_smoke, status="failed")
+    records, bad = store.read_records(include_smoke=include_smoke)
+    failed, bad_failed = store.read_records(include_smoke=include_smoke, status="failed")
+    skipped = [f"run {run_id}: {problem}" for run_id, problem in bad + bad_failed]
+    for line in skipped:
+        (warn or _stderr)(f"warning: {store_path}: skipped {line}")
     if not records and not failed:
-        raise ParbenchError(store_path, "at least one finished run",
-                            "none" + ("" if include_smoke else " (smoke runs, --set limit/max_steps, left out)"))  # fmt: skip
+        found = "none" + ("" if include_smoke else " (smoke runs, --set limit/max_steps, left out)")
+        if skipped:
+            found = f"none readable ({len(skipped)} skipped, e.g. {skipped[0]})"
+        raise ParbenchError(store_path, "at least one finished run", found)
     views = [_protocol_view(store, records, p) for p in PROTOCOLS]
     per_dataset = views[0]["per_dataset"]
     curves = {
@@ -117,7 +136,7 @@ def render_report(store_path: str | Path, out_dir: str | Path, protocol: str = "
         n_runs=len(records), failed=failed, published=published_rows, test_mark=tables.TEST_MARK,
         unspecified=sorted({r.get("unspecified", "negative") for r in records}),
         partitions=sorted({r.get("partition", 0) for r in records}),
-        any_test_selected=any(r.get("selected_on_test") for r in records), escape=html.escape,
+        any_test_selected=any(r.get("selected_on_test") for r in records), escape=html.escape, skipped=skipped,
     )  # fmt: skip
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,11 @@ from parbench.labels import UNSPECIFIED
 CODES = {1: 1, -1: 0, 0: UNSPECIFIED}
 
 
-def _read_json(path: Path, k: int) -> tuple[list[str], list[list[float]], list[list[int]]]:
+def _read_json(
+    root: Path, annotation: str, k: int
+) -> tuple[list[str], list[list[float]], list[list[int]], list[str]]:
+    """(image names, boxes, labels, where each target is written) of one annotation file under root."""
+    path = root / annotation
     if not path.is_file():
         raise ParbenchError(path, "the original WIDER Attribute annotation JSON", "no such file")
     try:
@@ -30,7 +34,7 @@ def _read_json(path: Path, k: int) -> tuple[list[str], list[list[float]], list[l
         raise ParbenchError(path, "valid JSON", str(e)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("images"), list):
         raise ParbenchError(path, "a top-level object with an 'images' list", type(doc).__name__)
-    files, boxes, labels = [], [], []
+    files, boxes, labels, origins = [], [], [], []
     for i, img in enumerate(doc["images"]):
         try:
             name = check_relpath(str(img["file_name"]), path)
@@ -55,13 +59,14 @@ def _read_json(path: Path, k: int) -> tuple[list[str], list[list[float]], list[l
             files.append(name)
             boxes.append([float(v) for v in bbox])
             labels.append([CODES[a] for a in attr])
-    return files, boxes, labels
+            origins.append(f"{annotation} images[{i}].targets[{j}]")
+    return files, boxes, labels, origins
 
 
 def read_wider(card: Card, root: Path, partition: int = 0) -> PARDataset:
     k = card.num_attributes
-    tv = _read_json(root / card.source_files[0], k)
-    te = _read_json(root / card.source_files[1], k)
+    tv = _read_json(root, card.source_files[0], k)
+    te = _read_json(root, card.source_files[1], k)
     files, boxes, labels = tv[0] + te[0], tv[1] + te[1], tv[2] + te[2]
     n_tv = len(tv[0])
     parts = {"trainval": np.arange(n_tv), "test": np.arange(n_tv, len(files))}
@@ -79,6 +84,7 @@ def read_wider(card: Card, root: Path, partition: int = 0) -> PARDataset:
         root=root,
         partitions={s: np.asarray(v, dtype=np.int64) for s, v in parts.items()},
         boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
+        box_origins=tv[3] + te[3],
         partition_index=partition,
         card_version=card.version,
     )
