@@ -1,4 +1,5 @@
-"""Full fine-tuning: every parameter of the CLIP image encoder trains, plus a per-attribute linear head.
+"""Full fine-tuning: every parameter of the image tower (CLIP's, or any timm model's) trains, plus a per-attribute
+linear head.
 
 This is the "full fine-tuning" row the PromptPAR paper compares prompt tuning against. The encoder gets a
 lower learning rate than the head (`encoder_lr_scale`), optionally decayed layer by layer (`layer_decay`).
@@ -13,9 +14,7 @@ import torch
 import torch.nn as nn
 
 from baselines.heads import AttributeHead, encode_image
-from parbench.engine.params import freeze
-from parbench.methods import MethodSpec
-from parbench.recipes import TOWER_TUNING
+from parbench.api import TOWER_TUNING, MethodSpec, ParbenchError, freeze
 
 
 @dataclass(frozen=True)
@@ -29,17 +28,21 @@ class FinetuneOptions:
 class Finetune(nn.Module):
     def __init__(self, backbone, num_attributes: int, options: FinetuneOptions):
         super().__init__()
-        self.visual = freeze(backbone.model.visual, trainable=True)  # the text tower is never run: not kept
+        self.visual = freeze(backbone.visual, trainable=True)  # the text tower is never run: not kept
         self.head = AttributeHead(backbone.embed_dim, num_attributes)
         self.num_attributes = num_attributes
         self.options = options
+        self._blocks = backbone.blocks()  # a plain list: the modules are registered once, under visual
+        if options.layer_decay != 1.0 and not self._blocks:
+            raise ParbenchError(f"finetune on {backbone.name}", "a tower with blocks or stages for layer_decay",
+                                "none found (use layer_decay=1.0)")  # fmt: skip
 
     def forward(self, images: torch.Tensor) -> dict:
         return {"logits": self.head(encode_image(self.visual, images).float())}
 
     def param_groups(self, cfg) -> list[dict]:
         visual = self.visual
-        blocks = list(visual.transformer.resblocks)
+        blocks = self._blocks
         depth = len(blocks)
         groups = [{"name": "head", "params": list(self.head.parameters()), "lr": cfg.lr,
                    "weight_decay": cfg.weight_decay}]  # fmt: skip
@@ -64,8 +67,9 @@ def build(backbone, card, options: FinetuneOptions | None = None) -> Finetune:
 
 SPEC = MethodSpec(
     name="finetune",
-    description="full fine-tuning of the CLIP image encoder + linear head (AdamW, lower encoder lr)",
+    description="full fine-tuning of the image tower (CLIP or timm) + linear head (AdamW, lower encoder lr)",
     build=build,
     recipe=TOWER_TUNING,
     options=FinetuneOptions,
+    backbones=("open_clip", "timm"),
 )

@@ -1,4 +1,5 @@
-"""Linear probe: a frozen CLIP image encoder, features computed once and cached, a linear head on top."""
+"""Linear probe: a frozen image tower (CLIP's, or any timm model's pooled output), features computed once and
+cached, a linear head on top."""
 
 from __future__ import annotations
 
@@ -6,14 +7,13 @@ import torch
 import torch.nn as nn
 
 from baselines.heads import AttributeHead, encode_image
-from parbench.engine.params import freeze
-from parbench.methods import MethodSpec
+from parbench.api import MethodSpec, freeze
 
 
 class LinearProbe(nn.Module):
     def __init__(self, backbone, num_attributes: int):
         super().__init__()
-        self.visual = freeze(backbone.model.visual)  # the image tower only: the text tower is never run
+        self.visual = freeze(backbone.visual)  # the image tower only: the text tower is never run
         self.head = AttributeHead(backbone.embed_dim, num_attributes)
         self.num_attributes = num_attributes
 
@@ -31,8 +31,9 @@ def build(backbone, card, options=None) -> LinearProbe:
 
 SPEC = MethodSpec(
     name="linear-probe",
-    description="frozen CLIP image encoder, cached features, one linear head (AdamW)",
+    description="frozen image tower (CLIP or timm), cached features, one linear head (AdamW)",
     build=build,
     recipe={"optimizer": "adamw", "lr": 1e-3, "weight_decay": 1e-4, "epochs": 30, "batch_size": 64},
     uses_features=True,
+    backbones=("open_clip", "timm"),
 )

@@ -1,7 +1,11 @@
-"""LoRA on the CLIP image tower (through Hugging Face `peft`), with a linear head: the parameter-efficient
-baseline at PromptPAR's budget. Low-rank updates W + (alpha / r) B A go into the attention projections (`attn`:
-the fused q/k/v input projection and the output projection of every block) and, optionally, the MLP (`c_fc`,
-`c_proj`); the tower itself stays frozen, B starts at zero so training starts from the pretrained model.
+"""LoRA on the image tower (through Hugging Face `peft`), with a linear head: the parameter-efficient baseline at
+PromptPAR's budget. Low-rank updates W + (alpha / r) B A go into the attention projections (`attn`: the fused
+q/k/v input projection and the output projection of every block) and, optionally, the MLP's two linear layers;
+the tower itself stays frozen, B starts at zero so training starts from the pretrained model.
+
+Targets are found by structure, so one rule serves CLIP's towers (nn.MultiheadAttention, `mlp.c_fc` /
+`mlp.c_proj`) and timm's transformers (`attn.qkv` / `attn.proj`, `mlp.fc1` / `mlp.fc2`): an attention module
+or the Linear layers of a module named `attn`; the Linear layers of a module named `mlp`.
 """
 
 from __future__ import annotations
@@ -13,12 +17,23 @@ import torch
 import torch.nn as nn
 
 from baselines.heads import AttributeHead, encode_image
-from parbench.engine.params import freeze
-from parbench.errors import ParbenchError
-from parbench.methods import MethodSpec
-from parbench.recipes import TOWER_TUNING
+from parbench.api import TOWER_TUNING, MethodSpec, ParbenchError, freeze
 
-TARGETS = {"attn": ["attn"], "attn+mlp": ["attn", "c_fc", "c_proj"], "mlp": ["c_fc", "c_proj"]}
+TARGETS = {"attn": ("attn",), "attn+mlp": ("attn", "mlp"), "mlp": ("mlp",)}
+
+
+def target_modules(visual: nn.Module, parts: tuple[str, ...]) -> list[str]:
+    """Full names of the modules LoRA adapts (see the module docstring)."""
+    modules = dict(visual.named_modules())
+    names = []
+    for name, m in modules.items():
+        owner = name.rpartition(".")[0]
+        if isinstance(m, nn.MultiheadAttention):
+            names += [name] if "attn" in parts else []
+        elif (isinstance(m, nn.Linear) and owner.rpartition(".")[2] in parts
+              and not isinstance(modules[owner], nn.MultiheadAttention)):  # an MHA's out_proj goes with it
+            names.append(name)
+    return names
 
 
 @dataclass(frozen=True)
@@ -41,9 +56,13 @@ class LoRA(nn.Module):
             from peft import LoraConfig, inject_adapter_in_model
         except ImportError as e:
             raise ParbenchError("method lora", "the peft library (pip install peft)", str(e)) from None
-        visual = freeze(backbone.model.visual)
+        visual = freeze(backbone.visual)
+        targets = target_modules(visual, TARGETS[options.targets])
+        if not targets:
+            raise ParbenchError(f"lora on {backbone.name}", f"{options.targets} layers to adapt (attention modules, or "
+                                "Linear layers under modules named attn / mlp)", "none in this tower")  # fmt: skip
         cfg = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
-                         target_modules=TARGETS[options.targets], bias="none")  # fmt: skip
+                         target_modules=targets, bias="none")  # fmt: skip
         self.visual = inject_adapter_in_model(cfg, visual)
         for name, p in self.visual.named_parameters():
             p.requires_grad_("lora_" in name)
@@ -71,4 +90,5 @@ SPEC = MethodSpec(
     build=build,
     recipe=TOWER_TUNING,
     options=LoRAOptions,
+    backbones=("open_clip", "timm"),
 )

@@ -16,10 +16,7 @@ import torch
 import torch.nn as nn
 
 from baselines.heads import AttributeHead
-from parbench.engine.params import freeze
-from parbench.layers import block_forward, prompt_init
-from parbench.methods import MethodSpec
-from parbench.recipes import PROMPT_TUNING
+from parbench.api import PROMPT_TUNING, MethodSpec, block_forward, freeze, prompt_init
 
 
 @dataclass(frozen=True)

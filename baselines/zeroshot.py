@@ -22,9 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from parbench.engine.params import freeze
-from parbench.errors import ParbenchError
-from parbench.methods import MethodSpec
+from parbench.api import MethodSpec, ParbenchError, freeze
 
 
 @dataclass(frozen=True)
@@ -37,11 +35,10 @@ class ZeroShotOptions:
 
 
 def prompt_file_for(card, options: ZeroShotOptions) -> Path | None:
-    from parbench.cards import cards_dir
-
+    """--set prompt_file=F, else prompts/<card file's stem>.toml beside the card (shipped or a user's)."""
     if options.prompt_file:
         return Path(options.prompt_file)
-    path = cards_dir() / "prompts" / f"{Path(card.path).stem}.toml" if card.path else None
+    path = Path(card.path).parent / "prompts" / f"{Path(card.path).stem}.toml" if card.path else None
     return path if path is not None and path.is_file() else None
 
 
@@ -54,7 +51,7 @@ def sentences(card, options: ZeroShotOptions) -> tuple[list[list[str]], list[lis
         if path is None:
             raise ParbenchError(f"prompt set '{options.prompt_set}'", f"a prompts file for {card.name} (--set prompt_file=F)",
                                 "none")  # fmt: skip
-        from parbench.engine.config import load_config_file
+        from parbench.api import load_config_file
 
         doc = load_config_file(path)
         sets = {s.get("name"): s for s in doc.get("set", []) if isinstance(s, dict)}
@@ -102,8 +99,7 @@ def cached_text_bank(backbone, card, options: ZeroShotOptions = ZeroShotOptions(
     import hashlib
     import json
 
-    from parbench.atomic import save_torch
-    from parbench.settings import cache_dir
+    from parbench.api import cache_dir, save_torch
 
     pos, neg = sentences(card, options)
     key = json.dumps([backbone.describe(), pos, neg], sort_keys=True, default=str)  # weights by content, seed

@@ -65,6 +65,7 @@ def save_npz(path: str | Path, **arrays: Any) -> None:
 
 
 def save_torch(obj: Any, path: str | Path) -> None:
+    """torch.save, atomically: a reader never sees half a file."""
     import torch
 
     atomic_write(path, lambda tmp: torch.save(obj, tmp))

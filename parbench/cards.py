@@ -60,6 +60,7 @@ class Card:
     select_split: str = "val"  # split that selects the model; "last" where a dataset has none
     train_split: str = "train"
     test_split: str = "test"
+    root: str = ""  # the dataset folder relative to the card file (a card kept beside its data), when none is set
     path: str = ""
     sha256: str = ""
 
@@ -127,31 +128,73 @@ def parse_card(path: Path) -> Card:
     return card
 
 
+def search_dirs() -> tuple[Path, ...]:
+    """Where cards are looked up by name, in order: the shipped cards, PARBENCH_CARDS, the config's [cards] dirs,
+    then the folders installed distributions provide (entry-point group `parbench.cards`: a package whose folder
+    holds cards)."""
+    from parbench.plugins import entry_point_dirs
+    from parbench.settings import card_dirs
+
+    return (cards_dir(), *card_dirs(), *entry_point_dirs("parbench.cards"))
+
+
+def _card_paths(dirs: tuple[Path, ...]) -> dict[str, Path]:
+    """Dataset name (lower case) -> card file; a name taken by an earlier folder is skipped with a warning.
+    Read again when a folder changes (a card added, removed or renamed)."""
+    for folder in dirs:
+        if not folder.is_dir():
+            raise ParbenchError(folder, "a folder of dataset cards (PARBENCH_CARDS / [cards] dirs)", "no such folder")
+    return _scan(tuple((d, d.stat().st_mtime_ns) for d in dirs))
+
+
 @cache
-def _card_paths() -> dict[str, Path]:
-    out = {}
-    for p in sorted(cards_dir().glob("*.toml")):
-        name = tomllib.loads(p.read_text()).get("name", p.stem)
-        out[name.lower()] = p
+def _scan(stamped: tuple[tuple[Path, int], ...]) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for folder, _ in stamped:
+        for p in sorted(folder.glob("*.toml")):
+            try:
+                name = tomllib.loads(p.read_text()).get("name", p.stem)
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+                raise ParbenchError(p, "a valid TOML dataset card", str(e)) from None
+            if str(name).lower() in out:
+                import sys
+
+                print(f"warning: {p}: skipped, dataset '{name}' is already {out[str(name).lower()]}", file=sys.stderr)
+                continue
+            out[str(name).lower()] = p
     return out
 
 
 def list_cards() -> list[str]:
-    return sorted((parse_card(p).name for p in _card_paths().values()), key=natural_key)
+    return sorted((parse_card(p).name for p in _card_paths(search_dirs()).values()), key=natural_key)
+
+
+def load_card(name: str) -> Card:
+    """Load a card by dataset name (case-insensitive; shipped, or in a card folder), or a card file by path.
+    A card file edited in place is read again (the cache is keyed by its size and modification time)."""
+    path = _card_path(name, search_dirs())
+    st = path.stat()
+    return _parse_cached(path, st.st_size, st.st_mtime_ns)
 
 
 @cache
-def load_card(name: str) -> Card:
-    """Load a shipped card by dataset name (case-insensitive), or a card file by path."""
+def _parse_cached(path: Path, size: int, mtime_ns: int) -> Card:
+    return parse_card(path)
+
+
+def _card_path(name: str, dirs: tuple[Path, ...]) -> Path:
     p = Path(name)
-    if p.suffix == ".toml" and p.exists():
-        return parse_card(p)
-    paths = _card_paths()
+    if p.suffix == ".toml":
+        if not p.is_file():
+            raise ParbenchError(p, "a dataset card file", "no such file")
+        return p.resolve()
+    paths = _card_paths(dirs)
     key = name.lower()
     if key not in paths:
         import difflib
 
         close = difflib.get_close_matches(key, list(paths), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        raise ParbenchError(None, f"a registered dataset (available: {', '.join(list_cards())}).{hint}", name)
-    return parse_card(paths[key])
+        available = ", ".join(sorted((parse_card(q).name for q in paths.values()), key=natural_key))
+        raise ParbenchError(None, f"a registered dataset (available: {available}; or a card file path).{hint}", name)
+    return paths[key]

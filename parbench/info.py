@@ -41,11 +41,15 @@ def build_meta(spec, backbone: str, card, options):
     import torch
 
     from parbench.backbones import create_backbone
+    from parbench.methods import check_backbone
 
+    check_backbone(spec, backbone)
     bb = create_backbone(backbone, "none", meta=True)
-    bb.image_tower_params = sum(p.numel() for p in bb.model.visual.parameters())  # before a method adds to it
+    bb.image_tower_params = sum(p.numel() for p in bb.visual.parameters())  # before a method adds to it
+    from parbench.engine.build import build_checked
+
     with torch.device("meta"):
-        model = spec.build(bb, card, options)
+        model = build_checked(spec, bb, card, options)
     return model.eval(), bb
 
 
@@ -57,10 +61,19 @@ def forward_flops(model, size: tuple[int, int]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.empty(1, 3, *size, device="meta")
-    with torch.no_grad():
-        model(x)  # warm caches (text features) outside the count
-        with FlopCounterMode(display=False) as counter:
-            model(x)
+    # no parameter requires grad while counting: the counter's module tracker hooks the autograd node of every
+    # grad-requiring input, and a view of a parameter (expanded queries, a plugin's) has none to hook
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        with torch.no_grad():
+            model(x)  # warm caches (text features) outside the count
+            with FlopCounterMode(display=False) as counter:
+                model(x)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
     return int(counter.get_total_flops())
 
 

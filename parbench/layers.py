@@ -29,3 +29,21 @@ def prompt_init(shape: tuple[int, ...], width: int, patch: int) -> torch.Tensor:
     """Uniform(-v, v), v = sqrt(6 / (3 * patch^2 + width)): VPT's initialisation, which PromptPAR keeps."""
     v = math.sqrt(6.0 / float(3 * patch * patch + width))
     return torch.empty(shape).uniform_(-v, v)
+
+
+class LogitsModel(nn.Module):
+    """A module that returns a (B, K) tensor, wrapped to the engine's model contract {"logits": (B, K)}; its
+    `param_groups(cfg)` is the wrapped module's where it has one (`parbench.api.plain_method` uses this)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.num_attributes = getattr(net, "num_attributes", 0)
+
+    def forward(self, images: torch.Tensor) -> dict:
+        out = self.net(images)
+        return out if isinstance(out, dict) else {"logits": out}
+
+    def param_groups(self, cfg) -> list[dict] | None:
+        groups = getattr(self.net, "param_groups", None)
+        return groups(cfg) if groups is not None else None

@@ -21,36 +21,69 @@ def natural_key(text: str) -> list[Any]:
 
 
 class Registry:
-    def __init__(self, kind: str):
-        self.kind = kind
-        self._entries: dict[str, Any] = {}
-        self._aliases: dict[str, str] = {}
+    """Names -> objects, with where each came from. Built-in entries are registered here (lazily, as
+    "module:attr" strings); an entry-point `group` adds those of installed distributions on first use."""
 
-    def register(self, name: str, obj: Any = None) -> Any:
+    def __init__(self, kind: str, group: str | None = None):
+        self.kind = kind
+        self.group = group
+        self._entries: dict[str, Any] = {}
+        self._origins: dict[str, dict] = {}
+        self._aliases: dict[str, str] = {}
+        self._discovered = group is None
+
+    def register(self, name: str, obj: Any = None, origin: dict | None = None) -> Any:
         """Register `obj` (or a lazy "module:attr" string) under `name`; usable as a decorator."""
 
         def _add(target: Any) -> Any:
             if name in self._entries:
                 raise ParbenchError(None, f"{self.kind} '{name}' registered once", "a second registration")
             self._entries[name] = target
+            self._origins[name] = origin or {"kind": "built-in"}
             return target
 
         if obj is None:
             return _add
         return _add(obj)
 
+    def _discover(self) -> None:
+        """The group's entry points, once: a name that is already taken is skipped with a warning (the
+        built-in keeps it), never silently replaced."""
+        if self._discovered:
+            return
+        self._discovered = True
+        from parbench.plugins import entry_points
+
+        for name, value, origin in entry_points(self.group):
+            if name in self._entries or name in self._aliases:
+                import sys
+
+                print(f"warning: {self.group} entry point '{name}' of {origin['distribution']} skipped: "
+                      f"parbench already has a {self.kind} of that name", file=sys.stderr)  # fmt: skip
+                continue
+            self.register(name, value, origin)
+
     def alias(self, old: str, new: str) -> None:
         """Keep an old name working after a rename (old suite files and stored runs still resolve)."""
         self._aliases[old] = new
 
     def names(self, pattern: str | None = None) -> list[str]:
+        self._discover()
         names = [n for n in self._entries if pattern is None or fnmatch.fnmatch(n, pattern)]
         return sorted(names, key=natural_key)
 
     def __contains__(self, name: str) -> bool:
+        self._discover()
         return name in self._entries or name in self._aliases
 
+    def origin(self, name: str) -> dict:
+        """Where the entry comes from: {"kind": "built-in"}, or a distribution's name and version (and, once
+        loaded, the hash of its module's source files)."""
+        self._discover()
+        return dict(self._origins[self._aliases.get(name, name)])
+
     def get(self, name: str) -> Any:
+        self._discover()
         name = self._aliases.get(name, name)
         if name not in self._entries:
             close = difflib.get_close_matches(name, list(self._entries), n=3)
@@ -62,8 +95,14 @@ class Registry:
             )
         entry = self._entries[name]
         if isinstance(entry, str) and ":" in entry:
-            module, attr = entry.split(":", 1)
-            entry = getattr(importlib.import_module(module), attr)
+            if self._origins[name]["kind"] == "built-in":
+                module, attr = entry.split(":", 1)
+                entry = getattr(importlib.import_module(module), attr)
+            else:  # a distribution's entry point: a failing import is an error naming the plugin
+                from parbench.plugins import load_reference
+
+                entry, loaded = load_reference(entry, self.kind)
+                self._origins[name] = {**self._origins[name], **{k: v for k, v in loaded.items() if k == "sha256"}}
             self._entries[name] = entry
         return entry
 
@@ -73,7 +112,7 @@ def lazy(module: str, attr: str) -> str:
 
 
 # A method entry resolves to a `parbench.methods.MethodSpec`; modules register themselves lazily below.
-methods = Registry("method")
+methods = Registry("method", group="parbench.methods")
 methods.register("linear-probe", lazy("baselines.linear_probe", "SPEC"))
 methods.register("finetune", lazy("baselines.finetune", "SPEC"))
 methods.register("zeroshot", lazy("baselines.zeroshot", "SPEC"))
@@ -85,7 +124,7 @@ methods.alias("zero-shot", "zeroshot")
 methods.alias("vpt", "vpt-deep")
 
 # A reader entry resolves to a function (card, root, **options) -> PARDataset.
-readers = Registry("reader")
+readers = Registry("reader", group="parbench.readers")
 for _name, _attr in [
     ("peta_mat", "read_peta"),
     ("pa100k_mat", "read_pa100k"),
@@ -95,3 +134,25 @@ for _name, _attr in [
     ("synthetic_json", "read_synthetic"),
 ]:
     readers.register(_name, lazy("parbench.data.readers", _attr))
+readers.register("table", lazy("parbench.data.readers.table", "read_table"))
+
+
+def origin_of(obj: Any) -> dict:
+    """Where a function's (or class's) code comes from: the origin of the module that defines it."""
+    import sys
+
+    from parbench.plugins import module_origin
+
+    module = sys.modules.get(getattr(obj, "__module__", "") or "")
+    return module_origin(module) if module is not None else {"kind": "module", "module": "?"}
+
+
+def register_reader(name: str):
+    """Decorator: register a reader function `(card, root, partition=0) -> PARDataset` under `name`, the value
+    of a card's `reader` key. Installed packages use the entry-point group `parbench.readers` instead."""
+
+    def add(fn):
+        readers.register(name, fn, origin=origin_of(fn))
+        return fn
+
+    return add

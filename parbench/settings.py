@@ -7,6 +7,11 @@ PARBENCH_ROOT_<NAME> (a dataset's root, e.g. PARBENCH_ROOT_PETA_ZS). The config 
     [roots]
     PETA = "/data/PETA"
     PA100k = "/data/PA100k"
+
+    [cards]
+    dirs = ["/data/cards"]      # folders of dataset cards (TOML), searched after the shipped ones
+
+PARBENCH_CARDS (folders separated by the OS's path separator, ':' on Linux) is searched before [cards] dirs.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from parbench.errors import ParbenchError
 
 
 def cache_dir() -> Path:
+    """parbench's cache folder (PARBENCH_CACHE, default ~/.cache/parbench): keep method caches under it."""
     return Path(os.environ.get("PARBENCH_CACHE", Path.home() / ".cache" / "parbench"))
 
 
@@ -31,16 +37,33 @@ def env_var(dataset: str) -> str:
     return "PARBENCH_ROOT_" + re.sub(r"[^A-Za-z0-9]", "_", dataset).upper()
 
 
+def _config() -> dict:
+    path = config_path()
+    if not path.is_file():
+        return {}
+    try:
+        return tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ParbenchError(path, "a valid TOML config", str(e)) from None
+
+
+def card_dirs() -> tuple[Path, ...]:
+    """User folders of dataset cards: PARBENCH_CARDS, then the config's [cards] dirs."""
+    dirs = [Path(d).expanduser() for d in os.environ.get("PARBENCH_CARDS", "").split(os.pathsep) if d]
+    cards = _config().get("cards", {})
+    listed = cards.get("dirs", []) if isinstance(cards, dict) else None
+    if not isinstance(listed, list) or not all(isinstance(d, str) for d in listed):
+        raise ParbenchError(config_path(), '[cards] dirs = ["folder", ...] (a list of strings)', repr(cards))
+    return tuple(dirs + [Path(d).expanduser() for d in listed])
+
+
 def configured_root(dataset: str) -> Path | None:
     """The root set once for a dataset: environment first, then the user config file."""
     if env := os.environ.get(env_var(dataset)):
         return Path(env)
     path = config_path()
     if path.is_file():
-        try:
-            roots = tomllib.loads(path.read_text()).get("roots", {})
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-            raise ParbenchError(path, "a valid TOML config", str(e)) from None
+        roots = _config().get("roots", {})
         if not isinstance(roots, dict):
             raise ParbenchError(path, 'a [roots] table of dataset = "folder"', f"roots = {roots!r}")
         for key, value in roots.items():

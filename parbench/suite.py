@@ -47,6 +47,14 @@ def _expand(values: list[str], groups: dict[str, list[str]]) -> list[str]:
     return out
 
 
+def _relative_to(method: str, folder: Path) -> str:
+    """A `file.py:ATTR` method named relative to the suite file (when the file is there) as an absolute path."""
+    head, sep, attr = method.rpartition(":")
+    if sep and head.endswith(".py") and not Path(head).is_absolute() and (folder / head).is_file():
+        return f"{(folder / head).resolve()}:{attr}"
+    return method
+
+
 def load_suite(path: str | Path, store: str | None = None, out: str | None = None) -> Suite:
     path = Path(path)
     doc = load_config_file(path)
@@ -90,7 +98,7 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
             for bb, pre in zip(backbones, pre_list, strict=True):
                 for seed in seeds:
                     overrides = {**doc.get("set", {}), **doc.get("methods_set", {}).get(method, {})}
-                    specs.append(RunSpec(dataset=ds, method=method, backbone=bb, pretrained=pre, seed=int(seed),
+                    specs.append(RunSpec(dataset=ds, method=_relative_to(method, path.parent), backbone=bb, pretrained=pre, seed=int(seed),
                                          root=roots.get(ds), partition=int(doc.get("partition", 0)),
                                          overrides=overrides, out=run_out))  # fmt: skip
     return Suite(name=name, specs=specs, store=store or doc.get("store", f"{run_out}/store.sqlite"), source=str(path),

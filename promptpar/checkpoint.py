@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from parbench.errors import ParbenchError
+from parbench.api import ParbenchError
 
 # reference clip_model key -> our key, for the prompt-side tensors that live inside the reference's CLIP
 _PROMPT_KEYS = {
@@ -194,7 +194,7 @@ def _clip_state(ckpt: dict) -> dict:
 
 
 def _shapes_match(name: str, clip: dict) -> bool:
-    from parbench.backbones import create_backbone
+    from parbench.api import create_backbone
 
     own = create_backbone(name, "none", meta=True).model.state_dict()
     theirs = {k: v for k, v in clip.items() if k not in _PROMPT_KEYS and k not in _JIT_LEFTOVERS
@@ -222,7 +222,7 @@ def infer_backbone(ckpt: dict, source: str = "checkpoint", asked: str | None = N
 
 def load_reference_file(path: str | Path) -> dict:
     """Read a reference checkpoint without running anything it might name (restricted unpickler)."""
-    from parbench.data.pickles import load_torch
+    from parbench.api import load_torch
 
     return load_torch(path)
 

@@ -72,7 +72,7 @@ class PromptParConfig:
     def resolved(self) -> PromptParConfig:
         """Fill each unset fix from the variant."""
         if self.variant not in ("fixed", "reference"):
-            from parbench.errors import ParbenchError
+            from parbench.api import ParbenchError
 
             raise ParbenchError("promptpar variant", "'fixed' or 'reference'", repr(self.variant))
         on = self.variant == "fixed"

@@ -103,7 +103,7 @@ class FusionModel(nn.Module):
 
     def load_vit_b(self, state: dict, source: str) -> None:
         """Take the last mm_layers blocks and the final norm from a timm ViT-B/16 state dict."""
-        from parbench.errors import ParbenchError
+        from parbench.api import ParbenchError
 
         depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
         mapping = {}

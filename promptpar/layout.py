@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from parbench.errors import ParbenchError
+from parbench.api import ParbenchError
 
 
 @dataclass(frozen=True)

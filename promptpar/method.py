@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from parbench.errors import ParbenchError
-from parbench.methods import MethodSpec
-from parbench.recipes import PROMPT_TUNING
+from parbench.api import PROMPT_TUNING, MethodSpec, ParbenchError
 from promptpar.checkpoint import is_reference_checkpoint
 from promptpar.config import PromptParConfig
 from promptpar.model import PromptPAR
@@ -27,7 +25,7 @@ def build(backbone, card, options: PromptParConfig | None = None) -> PromptPAR:
     if not cfg.use_mm_former:
         return model
     if cfg.vit_b_weights:
-        from parbench.torchfile import load_weights_only
+        from parbench.api import load_weights_only
 
         path = Path(cfg.vit_b_weights)
         if not path.is_file():
@@ -51,8 +49,7 @@ def import_checkpoint(obj: dict, card, backbone: str | None, overrides: dict, so
     and its CLIP is OpenAI's code, so QuickGELU."""
     from dataclasses import asdict
 
-    from parbench.engine.build import build_model
-    from parbench.engine.config import resolve_config
+    from parbench.api import build_model, resolve_config
     from promptpar.checkpoint import import_reference, infer_backbone, infer_options
 
     if not is_reference_checkpoint(obj):

@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from parbench.layers import block_forward, prompt_init
+from parbench.api import block_forward, prompt_init
 from promptpar.config import PromptParConfig
 from promptpar.fusion import FusionModel
 from promptpar.layout import make_layout
@@ -51,7 +51,7 @@ class PromptPAR(nn.Module):
         if cfg.use_div != cfg.use_GL and not cfg.fix_geometry:
             # the reference's GL branch needs the part tokens and its use_div path needs the GL modules: each
             # crashes without the other (use_vismask alone is ignored there, as here)
-            from parbench.errors import ParbenchError
+            from parbench.api import ParbenchError
 
             raise ParbenchError(
                 "promptpar variant=reference",

@@ -1,16 +1,14 @@
 """The import graph runs one way: no module imports a module that (directly or through others) imports it back,
-counting imports inside functions too; methods use only the framework's public pieces, and the framework reaches
-methods only through the registry's lazy names."""
+counting imports inside functions too; methods use only the framework's public API (parbench.api, as a plugin would), and the framework reaches methods
+only through the registry's lazy names."""
 
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("parbench", "promptpar", "baselines")
-# what a method (promptpar/, baselines/) may import from the framework
-PUBLIC = {"parbench.errors", "parbench.methods", "parbench.layers", "parbench.labels", "parbench.engine.params",
-          "parbench.engine.config", "parbench.engine.build", "parbench.backbones", "parbench.cards",
-          "parbench.settings", "parbench.atomic", "parbench.data.pickles", "parbench.recipes", "parbench.torchfile"}  # fmt: skip
+# what a method (promptpar/, baselines/) may import from the framework: the public API a plugin imports
+PUBLIC = {"parbench.api"}
 
 
 def _modules() -> dict[str, Path]:

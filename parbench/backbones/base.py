@@ -34,20 +34,53 @@ class Preprocess:
 
 @dataclass
 class Backbone:
+    """A built backbone. `visual` is its image tower: a module mapping (B, 3, H, W) images to (B, embed_dim)
+    pooled features (open_clip's projected embedding; a timm model's pre-logits), which is what every image
+    method holds and what parameter counts call the image tower."""
+
     name: str
     pretrained: str
-    model: Any  # open_clip CLIP
+    model: Any  # open_clip CLIP, or a timm model built with num_classes=0
     preprocess: Preprocess
-    tokenizer: Any
+    tokenizer: Any  # None where there is no text tower (timm)
     embed_dim: int
     activation: str = "gelu"  # "quickgelu" or "gelu", read off the built model
     weights_sha256: str = ""  # content hash of a weights file ("" for tags and random weights)
     seed: int | None = None  # the seed random ('none') weights were drawn with
+    kind: str = "open_clip"  # "open_clip" (image and text towers) or "timm" (an image tower only)
+
+    @property
+    def visual(self) -> Any:
+        return self.model.visual if self.kind == "open_clip" else self.model
+
+    @property
+    def token_dim(self) -> int:
+        """Width of the tokens `image_tokens` returns (a CLIP tower's transformer width: tokens come before
+        its projection to embed_dim)."""
+        return int(self.visual.transformer.width) if self.kind == "open_clip" else int(self.model.num_features)
+
+    @property
+    def has_text(self) -> bool:
+        return self.kind == "open_clip"
+
+    def blocks(self) -> list:
+        """The image tower's stages from input to output (transformer blocks, ResNet layers, Swin/ConvNeXt
+        stages): what layer-wise learning rates decay over. Empty where a tower has no such list."""
+        visual = self.visual
+        if hasattr(visual, "transformer"):  # open_clip's VisionTransformer
+            return list(visual.transformer.resblocks)
+        for attr in ("blocks", "layers", "stages"):
+            seq = getattr(visual, attr, None)
+            if seq is not None and hasattr(seq, "__len__") and len(seq):
+                return list(seq)
+        return [getattr(visual, f"layer{i}") for i in range(1, 5) if hasattr(visual, f"layer{i}")]
 
     def describe(self) -> dict:
         """Everything that decides the backbone's outputs: what caches and run keys are made of."""
         out = {"name": self.name, "pretrained": self.pretrained, "activation": self.activation,
                "preprocess": asdict(self.preprocess)}  # fmt: skip
+        if self.kind != "open_clip":
+            out["kind"] = self.kind
         if self.weights_sha256:
             out["weights_sha256"] = self.weights_sha256
         if self.pretrained == "none":
@@ -85,6 +118,25 @@ def preprocess_of(model: Any) -> Preprocess:
         std=tuple(cfg.get("std", OPENAI_STD)),
         interpolation=cfg.get("interpolation", "bicubic"),
     )
+
+
+def image_tokens(visual: Any, images: Any) -> Any:
+    """The image tower's last-layer token features (B, N, W) before pooling: patch tokens of a CLIP
+    VisionTransformer (after ln_post, before the projection), a timm model's `forward_features` (a transformer's
+    tokens, prefix tokens included; a CNN's feature map flattened to H*W tokens). For methods that attend over
+    the image (query heads) rather than use the pooled feature."""
+    if hasattr(visual, "output_tokens") and hasattr(visual, "transformer"):  # open_clip
+        previous = visual.output_tokens
+        visual.output_tokens = True
+        try:
+            _, tokens = visual(images)
+        finally:
+            visual.output_tokens = previous
+        return tokens
+    feats = visual.forward_features(images)
+    if feats.ndim == 4:  # (B, C, H, W) -> (B, H*W, C)
+        feats = feats.flatten(2).transpose(1, 2)
+    return feats
 
 
 def activation_of(model: Any) -> str:

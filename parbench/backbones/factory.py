@@ -29,17 +29,24 @@ from parbench.backbones.base import (
     quiet_open_clip,
     register_configs,
 )
+from parbench.backbones.timm_towers import is_timm
 from parbench.backbones.weights import load_weights_file
 from parbench.errors import ParbenchError
+
+
+def backbone_kind(name: str) -> str:
+    """The library a backbone name is built with: "timm" for `timm:NAME`, else "open_clip"."""
+    return "timm" if is_timm(name) else "open_clip"
 
 
 def resolve_pretrained(name: str, pretrained: str | None) -> str:
     if pretrained in (None, ""):
         pretrained = DEFAULT_PRETRAINED.get(name)
     if pretrained is None:
+        library = "a timm tag (e.g. a1_in1k, or default)" if is_timm(name) else "an open_clip tag (e.g. openai)"
         raise ParbenchError(
             f"backbone {name}",
-            "--pretrained: an open_clip tag (e.g. openai), a checkpoint file, or 'none' for random weights",
+            f"--pretrained: {library}, a checkpoint file, or 'none' for random weights",
             "nothing given",
         )
     return pretrained
@@ -86,7 +93,12 @@ def create_backbone(
     `quick_gelu` forces the activation where the caller knows the weights' origin (PromptPAR reference
     checkpoints hold OpenAI CLIP); otherwise it follows the weights (see the module docstring).
     `seed` draws random ('none') weights; it is part of the backbone's identity.
+    A `timm:NAME` backbone is an image tower from timm (backbones/timm_towers.py).
     """
+    if is_timm(name):
+        from parbench.backbones.timm_towers import create_timm_backbone
+
+        return create_timm_backbone(name, resolve_pretrained(name, pretrained), device=device, meta=meta, seed=seed)
     import open_clip
     import torch
 

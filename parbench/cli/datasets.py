@@ -57,7 +57,7 @@ def datasets_info(
     if root is not None or configured_root(card.name) is not None or card.reader == "synthetic_json":
         from parbench.data import load_dataset
 
-        ds = load_dataset(card.name, root, partition)
+        ds = load_dataset(card.path or card.name, root, partition)
         info["splits"] = {s: int(ds.partition(s).size) for s in ds.splits}
         train = card.train_split if card.train_split in ds.partitions else ds.splits[0]
         info["positive_ratio"] = dict(
@@ -79,7 +79,7 @@ def datasets_info(
 
 @datasets_app.command("prepare")
 def datasets_prepare(
-    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    name: Annotated[str, typer.Argument(help="Dataset name, or a card file (.toml).")],
     root: Root = None,
     partition: Partition = 0,
     as_json: JsonOut = False,
@@ -103,7 +103,7 @@ def datasets_prepare(
 
 @datasets_app.command("audit")
 def datasets_audit(
-    name: Annotated[str, typer.Argument(help="Dataset name.")],
+    name: Annotated[str, typer.Argument(help="Dataset name, or a card file (.toml).")],
     root: Root = None,
     partition: Partition = 0,
     hashes: Annotated[
@@ -147,3 +147,22 @@ def datasets_zs_split(
     out.print(f"{summary['dataset']}: identity-disjoint split (seed {seed}) -> {output}")
     for k, v in summary["splits"].items():
         out.print(f"  {k}: {v['images']} images, {v['identities']} identities")
+
+
+@datasets_app.command("new")
+def datasets_new(
+    name: Annotated[str, typer.Argument(help="The dataset's name (as --dataset will call it).")],
+    from_table: Annotated[
+        Path, typer.Option("--from", help="Annotation table (.csv, .tsv, .jsonl): image, split, one column per attribute.")
+    ],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Card file to write (default: NAME.toml beside the table).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite an existing card file.")] = False,
+) -> None:
+    """Draft a dataset card for a table-format dataset: attributes from the header, split sizes, positive
+    ratios; edit its groups and sentences, then `parbench run --dataset CARD.toml`."""
+    from parbench.data.new_card import write_draft_card
+
+    path = write_draft_card(name, from_table, output, force)
+    out.print(f"card: {path} (edit the groups and sentences; then parbench run --dataset {path} ...)", highlight=False)

@@ -14,21 +14,22 @@ def methods_list(
     filter: Annotated[str | None, typer.Option(help="fnmatch pattern, e.g. 'prompt*'.")] = None,
     as_json: JsonOut = False,
 ) -> None:
-    """List registered methods."""
-    from parbench.methods import get_method, list_methods
+    """List the methods: built in, and those installed packages provide (entry-point group parbench.methods),
+    each with where it comes from."""
+    from parbench.methods import list_methods, method_rows
 
-    names = list_methods(filter)
+    rows = method_rows(list_methods(filter))
     if as_json:
-        return print_json(names)
-    for n in names:
-        out.print(f"[bold]{n}[/]  {get_method(n).description}")
+        return print_json(rows)
+    for r in rows:
+        out.print(f"[bold]{r['name']}[/]  {r['description']}  [dim]({r['origin_text']})[/]", highlight=False)
 
 
 @methods_app.command("info")
 def methods_info(
-    method: Annotated[str, typer.Argument(help="Method name.")],
+    method: Annotated[str, typer.Argument(help="Method name, or a plugin as module:ATTR / file.py:ATTR.")],
     backbone: Annotated[
-        str, typer.Option(help="open_clip model name, e.g. ViT-L-14 or parbench-tiny.")
+        str, typer.Option(help="open_clip model name (ViT-L-14, parbench-tiny) or timm:NAME (timm:resnet50).")
     ] = "ViT-L-14",
     dataset: Annotated[str | None, typer.Option(help="Dataset whose attributes size the heads.")] = None,
     num_attributes: Annotated[

@@ -26,13 +26,17 @@ from parbench.errors import ParbenchError
 
 @app.command("run")
 def run_cmd(
-    dataset: Annotated[str, typer.Option(help="Dataset name (synthetic needs no --root).")],
-    method: Annotated[str, typer.Option(help="Method name (see `methods list`).")],
+    dataset: Annotated[str, typer.Option(help="Dataset name or card file (.toml); synthetic needs no --root.")],
+    method: Annotated[
+        str, typer.Option(help="Method name (see `methods list`), or a plugin: package.module:SPEC, path/file.py:SPEC.")
+    ],
     root: Root = None,
     backbone: Annotated[
-        str | None, typer.Option(help="open_clip model name (method default if omitted).")
+        str | None, typer.Option(help="open_clip model name or timm:NAME (method default if omitted).")
     ] = None,
-    pretrained: Annotated[str | None, typer.Option(help="open_clip tag, checkpoint file, or 'none'.")] = None,
+    pretrained: Annotated[
+        str | None, typer.Option(help="open_clip or timm tag, weights file, or 'none' (random, from the seed).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for data order, augmentation and init.")] = 0,
     epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
     partition: Partition = 0,

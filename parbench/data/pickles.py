@@ -96,6 +96,8 @@ class _Restricted(pickle.Unpickler):
 
 
 def load_pickle(path: str | Path) -> Any:
+    """A pickle of plain data (dicts, lists, numpy arrays, EasyDict) through the restricted unpickler: anything
+    that would call a function is refused before it runs."""
     path = Path(path)
     if not path.is_file():
         raise ParbenchError(path, "an existing pickle file", "no such file")

@@ -21,9 +21,12 @@ _ARRAYS = ("labels", "identities", "boxes", "extra_labels")
 
 
 def resolve_root(card: Card, root: str | Path | None) -> Path:
-    """Explicit root > environment/config > (synthetic only) generated into the cache."""
+    """Explicit root > environment/config > the card's own `root` (relative to the card file) > (synthetic
+    only) generated into the cache."""
     if root is None:
         root = configured_root(card.name)
+    if root is None and card.root and card.path:  # a card kept beside its data names the folder itself
+        root = Path(card.path).parent / card.root
     if root is None and card.reader == "synthetic_json":
         from parbench.data.synthetic import generate
 

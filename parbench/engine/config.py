@@ -146,6 +146,7 @@ def parse_sets(items: list[str] | None) -> dict[str, str]:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict; a missing or malformed file is one error naming it."""
     path = Path(path)
     if not path.is_file():
         raise ParbenchError(path, "a TOML config file", "no such file")

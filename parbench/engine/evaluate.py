@@ -19,6 +19,7 @@ from parbench.data.transforms import build_transform, describe
 from parbench.engine.build import Built
 from parbench.engine.features import FeatureHead, cached_features
 from parbench.engine.train import epoch_loader, predict
+from parbench.methods import method_where
 
 
 def images_stamp(ds: PARDataset, idx: np.ndarray) -> str:
@@ -58,7 +59,7 @@ def predict_split(built: Built, ds: PARDataset, idx: np.ndarray, device: torch.d
         if info is not None:
             info["features_cached"] = bool(getattr(feats, "from_cache", False))
         loader = epoch_loader(feats, cfg.eval_batch_size, 0, 0, 0, shuffle=False)
-        return predict(FeatureHead(built.model), loader, device, cfg)
+        return predict(FeatureHead(built.model), loader, device, cfg, where=method_where(built.method))
     model = built.model
     if cfg.compile:  # compiled once per built model, reused by every later evaluation of it
         if built.compiled is None:
@@ -70,7 +71,7 @@ def predict_split(built: Built, ds: PARDataset, idx: np.ndarray, device: torch.d
     task = progress.add_task("evaluating", total=len(idx)) if progress else None
     tick = (lambda n: progress.advance(task, n)) if progress else None
     try:
-        return predict(model, loader, device, cfg, tick=tick)
+        return predict(model, loader, device, cfg, tick=tick, where=method_where(built.method))
     finally:
         if progress:
             progress.remove_task(task)

@@ -15,7 +15,20 @@ def count_params(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
+def param_groups(model: nn.Module, cfg) -> list[dict]:
+    """The optimizer's parameter groups for a model: its own `param_groups(cfg)` where it defines one (each group
+    a dict with "params", "lr", "weight_decay" and optionally "name" and "warmup_epochs"), else one group of
+    every trainable parameter at the recipe's lr and weight decay. The engine clips gradients per group."""
+    groups = model.param_groups(cfg) if hasattr(model, "param_groups") else None
+    if groups is None:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr,
+                   "weight_decay": cfg.weight_decay}]  # fmt: skip
+    return groups
+
+
 def freeze(module: nn.Module, trainable: bool = False) -> nn.Module:
+    """Set requires_grad on every parameter of `module` (False by default); returns the module, so a method
+    can write `self.visual = freeze(backbone.visual)`."""
     for p in module.parameters():
         p.requires_grad_(trainable)
     return module

@@ -64,11 +64,14 @@ def load_checkpoint_file(path: Path) -> Any:
 
 def _restore_run(obj: dict, path: Path, method: str | None, dataset: str | None, backbone: str | None,
                  pretrained: str | None, overrides: dict) -> Restored:  # fmt: skip
-    name = method or obj["method"]
-    if name != obj["method"]:
-        raise ParbenchError(path, f"a checkpoint of method {name}", f"one of {obj['method']}")
-    spec = get_method(name)
     run = obj["config"].get("run", {})
+    spec = get_method(method or run.get("method") or obj["method"])  # a plugin is found by its reference
+    if spec.name != obj["method"]:
+        raise ParbenchError(path, f"a checkpoint of method {spec.name}", f"one of {obj['method']}")
+    trained_with = (obj.get("identity") or {}).get("method_origin")
+    if trained_with and trained_with != spec.origin:  # an edited plugin is another model: never mixed up
+        raise ParbenchError(path, f"method {spec.name}'s code as the run trained it ({trained_with})",
+                            f"{spec.origin}")  # fmt: skip
     card = load_card(dataset or run.get("dataset"))
     if list(card.attribute_names) != list(obj["attributes"]):
         raise ParbenchError(path, f"attributes of {card.name} in card order", f"{obj['attributes'][:4]}...")

@@ -42,7 +42,7 @@ from parbench.engine.params import trainable_state
 from parbench.engine.spec import RunSpec, group_key, identity_key
 from parbench.engine.train import History, fit, pick_device
 from parbench.errors import Diverged, ParbenchError
-from parbench.methods import MethodSpec, get_method
+from parbench.methods import MethodSpec, get_method, method_where
 from parbench.metrics import PROTOCOLS, bootstrap_ci, protocol_metrics, ranking_metrics
 from parbench.progress import progress_bar
 
@@ -77,7 +77,7 @@ def plan_run(spec: RunSpec) -> Plan:
     backbone = spec.backbone or method.default_backbone
     identity = spec.identity()
     key = identity_key(identity)
-    run_id = f"{card.name}-{method.name}-{backbone}-s{spec.seed}-{key}".replace("/", "_")
+    run_id = f"{card.name}-{method.name}-{backbone}-s{spec.seed}-{key}".replace("/", "_").replace(":", "_")
     return Plan(spec, method, card, cfg, options, backbone, identity, key, Path(spec.out) / run_id)
 
 
@@ -105,7 +105,7 @@ def choose_splits(
 
 
 def load_data(spec: RunSpec, card: Card) -> PARDataset:
-    ds = load_dataset(card.name, spec.root, partition=spec.partition, source=spec.source)
+    ds = load_dataset(card.path or card.name, spec.root, partition=spec.partition, source=spec.source)
     if spec.split_file:
         from parbench.data.audit import apply_split_file
 
@@ -198,14 +198,14 @@ def _train(plan: Plan, built: Built, ds: PARDataset, train_idx, select_idx, sele
                                        progress) for name, idx in (("train", train_idx), ("select", select_idx))
                  if idx is not None}  # fmt: skip
         return fit(FeatureHead(built.model), feats["train"], feats.get("select"), pos_ratio, cfg, seed, device,
-                   selected_on, plan.run_dir, resume, progress)  # fmt: skip
+                   selected_on, plan.run_dir, resume, progress, method_where(built.method))  # fmt: skip
     train_set = ImageSplit(ds, train_idx, build_transform(built.preprocess, True, cfg.pad, cfg.flip),
                            cfg.cache_images, aug_seed=seed)  # fmt: skip
     select_set = None
     if select_idx is not None:
         select_set = ImageSplit(ds, select_idx, build_transform(built.preprocess, False), cfg.cache_images)
     return fit(built.model, train_set, select_set, pos_ratio, cfg, seed, device, selected_on, plan.run_dir, resume,
-               progress)  # fmt: skip
+               progress, method_where(built.method))  # fmt: skip
 
 
 def _fitted_thresholds(built: Built, ds: PARDataset, select_idx, train_idx, labels, probs, device,

@@ -35,6 +35,15 @@ class RunSpec:
     source: str | None = None  # a reference pickle (dataset_all.pkl / pad.pkl) instead of the original files
     split_file: str | None = None  # a split from `parbench datasets zs-split` instead of the dataset's own
 
+    def __post_init__(self) -> None:
+        """A card file or a method file named relative to here is kept as an absolute path, so the run's saved
+        config finds it again from anywhere (eval, predict, a suite's jobs)."""
+        if self.dataset.endswith(".toml") and Path(self.dataset).is_file():
+            self.dataset = str(Path(self.dataset).resolve())
+        head, sep, attr = self.method.rpartition(":")
+        if sep and head.endswith(".py") and Path(head).is_file():
+            self.method = f"{Path(head).resolve()}:{attr}"
+
     def identity(self) -> dict[str, Any]:
         """Everything that decides this run's numbers (see the module docstring)."""
         from parbench.backbones import resolve_pretrained
@@ -52,6 +61,8 @@ class RunSpec:
             "weights": weights_identity(backbone, resolve_pretrained(backbone, self.pretrained)),
             "train": asdict(cfg), "options": asdict(options) if options is not None else None, "seed": self.seed,
         }  # fmt: skip
+        if not method.builtin:  # a plugin's distribution and version, or its source's content: edits are new runs
+            ident["method_origin"] = method.origin
         for name, path in (("source", self.source), ("split_file", self.split_file)):
             if path:
                 if not Path(path).is_file():

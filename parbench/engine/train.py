@@ -24,9 +24,10 @@ from parbench.atomic import save_torch, write_text
 from parbench.engine import dist, memory
 from parbench.engine.config import TrainConfig
 from parbench.engine.loss import weighted_bce
-from parbench.engine.params import trainable_state
+from parbench.engine.params import param_groups, trainable_state
 from parbench.engine.schedule import lr_at
 from parbench.errors import Diverged, ParbenchError
+from parbench.methods import check_output
 from parbench.metrics import pedestrian_metrics
 from parbench.torchfile import load_weights_only
 
@@ -87,7 +88,8 @@ def _loss(out: dict, labels: torch.Tensor, pos_ratio: torch.Tensor, cfg: TrainCo
 
 
 def train_epoch(
-    model, loader, opt, pos_ratio, cfg: TrainConfig, device, tick: Callable | None = None, epoch: int = 0
+    model, loader, opt, pos_ratio, cfg: TrainConfig, device, tick: Callable | None = None, epoch: int = 0,
+    where: str = "model",
 ) -> dict:
     model.train()
     total, n_img, steps, t0 = 0.0, 0, 0, time.perf_counter()
@@ -97,6 +99,7 @@ def train_epoch(
         images, labels = images.to(device, non_blocking=True), labels.to(device)
         with autocast(device, cfg):
             out = model(images)
+        check_output(out, len(images), labels.shape[1], where)
         loss = _loss(out, labels, pos_ratio, cfg)
         value = float(loss.detach())
         if not math.isfinite(value):  # diverged: stop now, never score a model of NaNs as chance
@@ -126,7 +129,7 @@ def train_epoch(
 
 @torch.no_grad()
 def predict(
-    model, loader, device, cfg: TrainConfig, tick: Callable | None = None
+    model, loader, device, cfg: TrainConfig, tick: Callable | None = None, where: str = "model"
 ) -> tuple[np.ndarray, np.ndarray]:
     """Sigmoid probabilities and labels, in loader order."""
     model.eval()
@@ -134,6 +137,7 @@ def predict(
     for images, lab, _ in loader:
         with autocast(device, cfg):
             out = model(images.to(device, non_blocking=True))
+        check_output(out, len(images), lab.shape[1], where)
         probs.append(torch.sigmoid(out["logits"].float()).cpu().numpy())
         labels.append(lab.numpy())
         if tick:
@@ -196,15 +200,12 @@ def fit(
     run_dir: Path | None = None,
     resume: bool = False,
     progress=None,
+    where: str = "model",
 ) -> History:
     model.to(device)
     trained = dist.wrap(model, device)  # DDP under torchrun; evaluation uses the bare model on every rank
     write = run_dir is not None and dist.is_main()
-    groups = model.param_groups(cfg) if hasattr(model, "param_groups") else None
-    if groups is None:
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr,
-                   "weight_decay": cfg.weight_decay}]  # fmt: skip
-    opt = make_optimizer(groups, cfg)
+    opt = make_optimizer(param_groups(model, cfg), cfg)
     pos = torch.as_tensor(pos_ratio, device=device)
     hist, start = History(selected_on=select_on), 1
     best_state = None
@@ -231,13 +232,13 @@ def fit(
         memory.reset_peak(device)
         if hasattr(train_set, "epoch"):
             train_set.epoch = epoch  # per-image augmentation seeds follow the epoch
-        stats = train_epoch(trained, loader, opt, pos, cfg, device, tick, epoch)
+        stats = train_epoch(trained, loader, opt, pos, cfg, device, tick, epoch, where)
         if progress:
             progress.remove_task(task)
         row = {"epoch": epoch, "lr": lrs, **stats, "peak_mem_mb": memory.peak_mb(device)}
         if select_set is not None and select_on != "last":
             sl = epoch_loader(select_set, cfg.eval_batch_size, seed, 0, cfg.num_workers, shuffle=False)
-            probs, labels = predict(model, sl, device, cfg)
+            probs, labels = predict(model, sl, device, cfg, where=where)
             m = pedestrian_metrics(labels, probs, cfg.select_protocol, unspecified=cfg.unspecified)
             row["select"] = {"split": select_on, "protocol": cfg.select_protocol, **m.headline()}
             if m.ma > hist.best_score:  # strict: ties keep the earlier epoch
