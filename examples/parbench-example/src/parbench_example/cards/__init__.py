@@ -1,0 +1,1 @@
+"""Dataset cards this package provides (entry-point group `parbench.cards`): every *.toml in this folder."""
