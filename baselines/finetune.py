@@ -34,8 +34,11 @@ class Finetune(nn.Module):
         self.options = options
         self._blocks = backbone.blocks()  # a plain list: the modules are registered once, under visual
         if options.layer_decay != 1.0 and not self._blocks:
-            raise ParbenchError(f"finetune on {backbone.name}", "a tower with blocks or stages for layer_decay",
-                                "none found (use layer_decay=1.0)")  # fmt: skip
+            raise ParbenchError(
+                f"finetune on {backbone.name}",
+                "a tower with blocks or stages for layer_decay",
+                "none found (use layer_decay=1.0)",
+            )
 
     def forward(self, images: torch.Tensor) -> dict:
         return {"logits": self.head(encode_image(self.visual, images).float())}
@@ -44,20 +47,25 @@ class Finetune(nn.Module):
         visual = self.visual
         blocks = self._blocks
         depth = len(blocks)
-        groups = [{"name": "head", "params": list(self.head.parameters()), "lr": cfg.lr,
-                   "weight_decay": cfg.weight_decay}]  # fmt: skip
+        groups = [
+            {"name": "head", "params": list(self.head.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay}
+        ]
         enc_lr = cfg.lr * self.options.encoder_lr_scale
         in_block = set()
         for i, block in enumerate(blocks):
             ps = [p for p in block.parameters() if p.requires_grad]
             in_block.update(id(p) for p in ps)
             scale = self.options.layer_decay ** (depth - 1 - i)
-            groups.append(
-                {"name": f"block{i}", "params": ps, "lr": enc_lr * scale, "weight_decay": cfg.weight_decay}
-            )
+            groups.append({"name": f"block{i}", "params": ps, "lr": enc_lr * scale, "weight_decay": cfg.weight_decay})
         rest = [p for p in visual.parameters() if p.requires_grad and id(p) not in in_block]
-        groups.append({"name": "embed", "params": rest, "lr": enc_lr * self.options.layer_decay**depth,
-                       "weight_decay": cfg.weight_decay})  # fmt: skip
+        groups.append(
+            {
+                "name": "embed",
+                "params": rest,
+                "lr": enc_lr * self.options.layer_decay**depth,
+                "weight_decay": cfg.weight_decay,
+            }
+        )
         return groups
 
 

@@ -30,8 +30,11 @@ def target_modules(visual: nn.Module, parts: tuple[str, ...]) -> list[str]:
         owner = name.rpartition(".")[0]
         if isinstance(m, nn.MultiheadAttention):
             names += [name] if "attn" in parts else []
-        elif (isinstance(m, nn.Linear) and owner.rpartition(".")[2] in parts
-              and not isinstance(modules[owner], nn.MultiheadAttention)):  # an MHA's out_proj goes with it
+        elif (
+            isinstance(m, nn.Linear)
+            and owner.rpartition(".")[2] in parts
+            and not isinstance(modules[owner], nn.MultiheadAttention)
+        ):  # an MHA's out_proj goes with it
             names.append(name)
     return names
 
@@ -59,10 +62,15 @@ class LoRA(nn.Module):
         visual = freeze(backbone.visual)
         targets = target_modules(visual, TARGETS[options.targets])
         if not targets:
-            raise ParbenchError(f"lora on {backbone.name}", f"{options.targets} layers to adapt (attention modules, or "
-                                "Linear layers under modules named attn / mlp)", "none in this tower")  # fmt: skip
-        cfg = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
-                         target_modules=targets, bias="none")  # fmt: skip
+            raise ParbenchError(
+                f"lora on {backbone.name}",
+                f"{options.targets} layers to adapt (attention modules, or "
+                "Linear layers under modules named attn / mlp)",
+                "none in this tower",
+            )
+        cfg = LoraConfig(
+            r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout, target_modules=targets, bias="none"
+        )
         self.visual = inject_adapter_in_model(cfg, visual)
         for name, p in self.visual.named_parameters():
             p.requires_grad_("lora_" in name)
@@ -75,9 +83,15 @@ class LoRA(nn.Module):
 
     def param_groups(self, cfg) -> list[dict]:
         lora = [p for n, p in self.visual.named_parameters() if p.requires_grad]
-        return [{"name": "head", "params": list(self.head.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-                {"name": "lora", "params": lora, "lr": cfg.lr * self.options.encoder_lr_scale,
-                 "weight_decay": cfg.weight_decay}]  # fmt: skip
+        return [
+            {"name": "head", "params": list(self.head.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+            {
+                "name": "lora",
+                "params": lora,
+                "lr": cfg.lr * self.options.encoder_lr_scale,
+                "weight_decay": cfg.weight_decay,
+            },
+        ]
 
 
 def build(backbone, card, options: LoRAOptions | None = None) -> LoRA:

@@ -22,9 +22,7 @@ from parbench.api import PROMPT_TUNING, MethodSpec, block_forward, freeze, promp
 @dataclass(frozen=True)
 class VPTOptions:
     vis_prompt: int = 50  # prompt tokens per layer (PromptPAR's count)
-    vis_depth: int = (
-        24  # layers that get fresh prompts (capped at the tower's depth; only those are allocated)
-    )
+    vis_depth: int = 24  # layers that get fresh prompts (capped at the tower's depth; only those are allocated)
     prompt_lr: float = 4e-3  # lr of the prompts (the head's is the recipe's lr), PromptPAR's clip_lr
     prompt_weight_decay: float = 1e-4
 
@@ -69,8 +67,10 @@ class VPTDeep(nn.Module):
 
     def param_groups(self, cfg) -> list[dict]:
         o = self.options
-        return [{"name": "head", "params": list(self.head.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-                {"name": "prompts", "params": [self.prompts], "lr": o.prompt_lr, "weight_decay": o.prompt_weight_decay}]  # fmt: skip
+        return [
+            {"name": "head", "params": list(self.head.parameters()), "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+            {"name": "prompts", "params": [self.prompts], "lr": o.prompt_lr, "weight_decay": o.prompt_weight_decay},
+        ]
 
 
 def build(backbone, card, options: VPTOptions | None = None) -> VPTDeep:

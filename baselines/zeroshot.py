@@ -49,8 +49,9 @@ def sentences(card, options: ZeroShotOptions) -> tuple[list[list[str]], list[lis
     if options.prompt_set != "card":
         path = prompt_file_for(card, options)
         if path is None:
-            raise ParbenchError(f"prompt set '{options.prompt_set}'", f"a prompts file for {card.name} (--set prompt_file=F)",
-                                "none")  # fmt: skip
+            raise ParbenchError(
+                f"prompt set '{options.prompt_set}'", f"a prompts file for {card.name} (--set prompt_file=F)", "none"
+            )
         from parbench.api import load_config_file
 
         doc = load_config_file(path)
@@ -66,9 +67,7 @@ def sentences(card, options: ZeroShotOptions) -> tuple[list[list[str]], list[lis
             raise ParbenchError(path, "templates: a list of strings each holding {}", repr(templates))
         unknown = sorted(set(own) - set(card.attribute_names))
         if unknown:
-            raise ParbenchError(
-                path, f"per-attribute sentences for attributes of {card.name}", f"unknown {unknown}"
-            )
+            raise ParbenchError(path, f"per-attribute sentences for attributes of {card.name}", f"unknown {unknown}")
     pos, neg = [], []
     for a in card.attributes:
         p = own.get(a.name, {}).get("positive", [a.positive])
@@ -79,9 +78,7 @@ def sentences(card, options: ZeroShotOptions) -> tuple[list[list[str]], list[lis
 
 
 @torch.no_grad()
-def text_bank(
-    clip_model, tokenizer, pos: list[list[str]], neg: list[list[str]], device="cpu"
-) -> torch.Tensor:
+def text_bank(clip_model, tokenizer, pos: list[list[str]], neg: list[list[str]], device="cpu") -> torch.Tensor:
     """(K, 2, D) normalised text embeddings of positive and negative sentences, each an ensemble mean."""
     out = []
     for side in (pos, neg):
@@ -119,9 +116,7 @@ def cached_text_bank(backbone, card, options: ZeroShotOptions = ZeroShotOptions(
 class TextHead(nn.Module):
     """Image features -> per-attribute logits against the text bank."""
 
-    def __init__(
-        self, bank: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor | None, head: str
-    ):
+    def __init__(self, bank: torch.Tensor, logit_scale: torch.Tensor, logit_bias: torch.Tensor | None, head: str):
         super().__init__()
         self.register_buffer("bank", bank)  # (K, 2, D)
         self.register_buffer("scale", logit_scale.detach().exp().float())
@@ -145,9 +140,7 @@ class ZeroShot(nn.Module):
         bias = getattr(clip, "logit_bias", None)
         head = options.head if options.head != "auto" else ("sigmoid" if bias is not None else "pair")
         if head == "sigmoid" and bias is None:
-            raise ParbenchError(
-                f"zero-shot on {backbone.name}", "a model with a logit_bias for head=sigmoid", "none"
-            )
+            raise ParbenchError(f"zero-shot on {backbone.name}", "a model with a logit_bias for head=sigmoid", "none")
         if clip.logit_scale.is_meta:  # counting parameters on the meta device: no text to encode
             bank = torch.empty(card.num_attributes, 2, backbone.embed_dim, device="meta")
         else:

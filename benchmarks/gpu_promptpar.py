@@ -34,8 +34,17 @@ def _reset(dev: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def measure(method: str, backbone: str, dev: torch.device, batch: int, steps: int, warmup: int,
-            options: dict | None = None, ckpt: bool = False, label: str = "") -> dict:  # fmt: skip
+def measure(
+    method: str,
+    backbone: str,
+    dev: torch.device,
+    batch: int,
+    steps: int,
+    warmup: int,
+    options: dict | None = None,
+    ckpt: bool = False,
+    label: str = "",
+) -> dict:
     torch.manual_seed(0)
     spec = get_method(method)
     bb = create_backbone(backbone, "none", device="cpu")
@@ -77,10 +86,12 @@ def measure(method: str, backbone: str, dev: torch.device, batch: int, steps: in
             model(x)
     _sync(dev)
     eval_ips, eval_mem = steps * batch / (time.perf_counter() - t0), _peak(dev)
-    row = dict(label=label or method, train_ips=train_ips, train_gib=train_mem, eval_ips=eval_ips,
-               eval_gib=eval_mem)  # fmt: skip
-    print(f"{row['label']:<34} train {train_ips:7.1f} img/s  peak {train_mem:6.2f} GiB   "
-          f"eval {eval_ips:7.1f} img/s  peak {eval_mem:6.2f} GiB", flush=True)  # fmt: skip
+    row = dict(label=label or method, train_ips=train_ips, train_gib=train_mem, eval_ips=eval_ips, eval_gib=eval_mem)
+    print(
+        f"{row['label']:<34} train {train_ips:7.1f} img/s  peak {train_mem:6.2f} GiB   "
+        f"eval {eval_ips:7.1f} img/s  peak {eval_mem:6.2f} GiB",
+        flush=True,
+    )
     del model, opt, bb
     return row
 
@@ -101,9 +112,11 @@ def consistency(dev: torch.device) -> None:
             fp32 = model(x.to(dev))["logits"].float().cpu()
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
                 bf16 = model(x.to(dev))["logits"].float().cpu()
-        print(f"consistency promptpar/{variant} tiny: max |cpu - {dev.type} fp32| = {(ref - fp32).abs().max():.2e}, "
-              f"max |cpu - {dev.type} bf16| = {(ref - bf16).abs().max():.2e} (logits scale {ref.abs().mean():.2f})",
-              flush=True)  # fmt: skip
+        print(
+            f"consistency promptpar/{variant} tiny: max |cpu - {dev.type} fp32| = {(ref - fp32).abs().max():.2e}, "
+            f"max |cpu - {dev.type} bf16| = {(ref - bf16).abs().max():.2e} (logits scale {ref.abs().mean():.2f})",
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -118,9 +131,7 @@ def main() -> None:
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False  # for the consistency check; on for the timings
         print(torch.cuda.get_device_name(0), "torch", torch.__version__)
-    print(
-        f"{a.backbone}, batch {a.batch}, {a.steps} timed steps after {a.warmup} warm-up, PETA (35 attributes)"
-    )
+    print(f"{a.backbone}, batch {a.batch}, {a.steps} timed steps after {a.warmup} warm-up, PETA (35 attributes)")
     consistency(dev)
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -129,9 +140,7 @@ def main() -> None:
     measure("promptpar", *common, {**ran, "variant": "reference"}, label="promptpar reference")
     measure("promptpar", *common, {**ran, "variant": "fixed"}, label="promptpar fixed")
     measure("promptpar", *common, {**ran, "variant": "fixed"}, ckpt=True, label="promptpar fixed + grad ckpt")
-    measure(
-        "promptpar", *common, {**ran, "variant": "fixed", "tune": "full"}, label="promptpar fixed, tune=full"
-    )
+    measure("promptpar", *common, {**ran, "variant": "fixed", "tune": "full"}, label="promptpar fixed, tune=full")
     measure("finetune", *common, label="finetune (full)")
 
 

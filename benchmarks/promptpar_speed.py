@@ -162,8 +162,7 @@ def reference_config(reference: str, backbone: str, dev: torch.device) -> dict:
     return {"name": "reference code", "train": train, "eval": evaluate}
 
 
-def measure(configs: list[dict], dev: torch.device, train_batch: int, eval_batch: int, steps: int,
-            warmup: int) -> dict:  # fmt: skip
+def measure(configs: list[dict], dev: torch.device, train_batch: int, eval_batch: int, steps: int, warmup: int) -> dict:
     g = torch.Generator().manual_seed(0)
     xt, yt = (
         torch.randn(train_batch, 3, 224, 224, generator=g),
@@ -220,9 +219,7 @@ def main() -> int:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: torch's default)")
-    ap.add_argument(
-        "--compile", action="store_true", help="also time variant=fixed with a compiled eval forward"
-    )
+    ap.add_argument("--compile", action="store_true", help="also time variant=fixed with a compiled eval forward")
     ap.add_argument("--json", help="write the raw numbers here")
     args = ap.parse_args()
     if args.threads:

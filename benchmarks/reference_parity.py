@@ -40,9 +40,7 @@ def _dataset(root: Path, n: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     for i in range(n):
         h, w = int(rng.integers(120, 200)), int(rng.integers(40, 90))
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
-            root / "images" / f"{i + 1:05d}.png"
-        )
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"{i + 1:05d}.png")
 
 
 def main() -> int:
@@ -51,9 +49,7 @@ def main() -> int:
     ap.add_argument("--dataset", default="PETA")
     ap.add_argument("--config", choices=("readme", "parser"), default="readme")
     ap.add_argument("--arch", choices=("ViT-B-16", "ViT-L-14"), default="ViT-B-16")
-    ap.add_argument(
-        "--fp16", action="store_true", help="fp16 CLIP weights in the file, as a CUDA run saves them"
-    )
+    ap.add_argument("--fp16", action="store_true", help="fp16 CLIP weights in the file, as a CUDA run saves them")
     ap.add_argument("--images", type=int, default=40, help="dataset size (its test split is scored)")
     args = ap.parse_args()
     if args.dataset != "PETA":
@@ -70,9 +66,7 @@ def main() -> int:
     ref = refcode.load(args.reference, args.dataset, flags)
     arch = refcode.VIT_B_16 if args.arch == "ViT-B-16" else refcode.VIT_L_14
     clip, model = refcode.build(ref, card.reference_texts(), arch, seed=0, fp16=args.fp16)
-    clip_state = {
-        k: v.clone() for k, v in clip.state_dict().items()
-    }  # what its train.py saves (fp16 on CUDA)
+    clip_state = {k: v.clone() for k, v in clip.state_dict().items()}  # what its train.py saves (fp16 on CUDA)
 
     tmp = Path(tempfile.mkdtemp(prefix="parbench-parity-"))
     root = tmp / "PETA"
@@ -94,16 +88,28 @@ def main() -> int:
         ref_logits = model(x_ref, clip_model=clip.float())[0].float()
 
     # its train.py's save: fusion SGD state, model_state_dict, the whole clip_model, an EasyDict result
-    mm = [{"params": [p], "lr": 8e-3, "weight_decay": 1e-4} for n, p in model.named_parameters()
-          if any(k in n for k in ref.args.mmformer_update_parameters)]  # fmt: skip
+    mm = [
+        {"params": [p], "lr": 8e-3, "weight_decay": 1e-4}
+        for n, p in model.named_parameters()
+        if any(k in n for k in ref.args.mmformer_update_parameters)
+    ]
     optimizer = torch.optim.SGD(mm, 8e-3, momentum=0.9, weight_decay=1e-4)
     result = ref.metrics(ds.labels[idx].astype(np.float64), torch.sigmoid(ref_logits).numpy())
     ckpt = tmp / "epoch1.pth"
-    torch.save({"epoch": 1, "optimizer": optimizer.state_dict(), "model_state_dict": model.state_dict(),
-                "clip_model": clip_state, "result": result}, ckpt)  # fmt: skip
+    torch.save(
+        {
+            "epoch": 1,
+            "optimizer": optimizer.state_dict(),
+            "model_state_dict": model.state_dict(),
+            "clip_model": clip_state,
+            "result": result,
+        },
+        ckpt,
+    )
 
-    res = evaluate_checkpoint(ckpt, card.name, str(root), predictions=tmp / "p.npz", quiet=True,
-                              overrides={"device": "cpu"})  # fmt: skip
+    res = evaluate_checkpoint(
+        ckpt, card.name, str(root), predictions=tmp / "p.npz", quiet=True, overrides={"device": "cpu"}
+    )
     r = restore(ckpt, dataset=card.name, overrides={"device": "cpu"})
     tf = build_transform(r.built.preprocess, False)
     x_ours = torch.stack([ImageSplit(ds, idx, tf)[k][0] for k in range(len(idx))])
@@ -114,9 +120,7 @@ def main() -> int:
     d_input = float((x_ours - x_ref).abs().max())
     same = bool(((torch.sigmoid(ref_logits).numpy() > 0.45) == (probs > 0.45)).all())
     d_prob = float(np.abs(torch.sigmoid(ref_logits).numpy() - probs).max())
-    print(
-        f"config {args.config}, {args.arch}, fp16 file {args.fp16}: {len(idx)} test images x {card.num_attributes}"
-    )
+    print(f"config {args.config}, {args.arch}, fp16 file {args.fp16}: {len(idx)} test images x {card.num_attributes}")
     print(f"inferred: {res['inferred']['read_off_tensors']} defaults {res['inferred']['defaults']}")
     print(
         f"max |input difference| {d_input:.2e}; max |logit difference| {d_logit:.2e}; "

@@ -48,9 +48,7 @@ def _cpu_for_cuda() -> None:
     torch.Tensor._parbench_cpu_patch = True
 
 
-def load(
-    reference_dir: str | Path, dataset: str, flags: list[str], vit_b: str | None = None
-) -> types.SimpleNamespace:
+def load(reference_dir: str | Path, dataset: str, flags: list[str], vit_b: str | None = None) -> types.SimpleNamespace:
     """The reference's modules, imported for `dataset` (a parbench card name) with `flags` (its CLI flags).
 
     Returns a namespace with `clip_model` (its clip/model.py), `base_block`, `CEL_Sigmoid`, `metrics` (its
@@ -75,9 +73,7 @@ def load(
         clip_pkg = importlib.import_module("clip.clip")
         vit = importlib.import_module("models.vit")
         if vit_b is None:
-            vit.ViT.load_param = lambda self, path: (
-                None
-            )  # random fusion block: the absolute path is not there
+            vit.ViT.load_param = lambda self, path: None  # random fusion block: the absolute path is not there
         base_block = importlib.import_module("models.base_block")
         loss = importlib.import_module("loss.CE_loss")
         function = importlib.import_module("tools.function")
@@ -89,9 +85,15 @@ def load(
         defaults = list(init.__defaults__)
         defaults[-1] = vit_b
         init.__defaults__ = tuple(defaults)
-    return types.SimpleNamespace(clip_model=clip_model, clip=clip_pkg, base_block=base_block,
-                                 CEL_Sigmoid=loss.CEL_Sigmoid, metrics=function.get_pedestrian_metrics, args=args,
-                                 argv=["reference", DATASET_ARG.get(dataset, dataset), *flags])  # fmt: skip
+    return types.SimpleNamespace(
+        clip_model=clip_model,
+        clip=clip_pkg,
+        base_block=base_block,
+        CEL_Sigmoid=loss.CEL_Sigmoid,
+        metrics=function.get_pedestrian_metrics,
+        args=args,
+        argv=["reference", DATASET_ARG.get(dataset, dataset), *flags],
+    )
 
 
 def build(ref: types.SimpleNamespace, attributes: list[str], arch: dict, seed: int = 0, fp16: bool = False):
@@ -107,9 +109,7 @@ def build(ref: types.SimpleNamespace, attributes: list[str], arch: dict, seed: i
         sys.argv = argv
     with torch.no_grad():  # OpenAI's init leaves LayerNorms at 1/0 and biases at 0: make every tensor count
         for name, p in clip.named_parameters():
-            if name.endswith(
-                ("ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight", "ln_final.weight")
-            ):
+            if name.endswith(("ln_1.weight", "ln_2.weight", "ln_pre.weight", "ln_post.weight", "ln_final.weight")):
                 p.uniform_(0.5, 1.5)
             elif name.endswith(".bias") or "ln_" in name:
                 p.normal_(0, 0.02)
@@ -125,9 +125,27 @@ def build(ref: types.SimpleNamespace, attributes: list[str], arch: dict, seed: i
     return clip, model
 
 
-VIT_L_14 = dict(embed_dim=768, image_resolution=224, vision_layers=24, vision_width=1024, vision_patch_size=14,
-                context_length=77, vocab_size=49408, transformer_width=768, transformer_heads=12,
-                transformer_layers=12)  # fmt: skip
-VIT_B_16 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
-                context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
-                transformer_layers=12)  # fmt: skip
+VIT_L_14 = dict(
+    embed_dim=768,
+    image_resolution=224,
+    vision_layers=24,
+    vision_width=1024,
+    vision_patch_size=14,
+    context_length=77,
+    vocab_size=49408,
+    transformer_width=768,
+    transformer_heads=12,
+    transformer_layers=12,
+)
+VIT_B_16 = dict(
+    embed_dim=512,
+    image_resolution=224,
+    vision_layers=12,
+    vision_width=768,
+    vision_patch_size=16,
+    context_length=77,
+    vocab_size=49408,
+    transformer_width=512,
+    transformer_heads=8,
+    transformer_layers=12,
+)

@@ -41,7 +41,5 @@ def load_npy(path: str | Path) -> np.ndarray:
         raise ParbenchError(path, "a .npy array", str(e)) from None
     if not isinstance(arr, np.ndarray):  # an .npz archive
         arr.close()
-        raise ParbenchError(
-            path, "a .npy array (one array per file)", f"an .npz archive of {list(arr.files)}"
-        )
+        raise ParbenchError(path, "a .npy array (one array per file)", f"an .npz archive of {list(arr.files)}")
     return arr

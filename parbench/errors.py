@@ -27,5 +27,8 @@ class Diverged(ParbenchError):
 
     def __init__(self, epoch: int, step: int, loss: float, where: str | None = None):
         self.epoch, self.step, self.loss = epoch, step, loss
-        super().__init__(where or "training", "a finite loss (lower the learning rate?)",
-                         f"loss {loss} at epoch {epoch}, step {step}")  # fmt: skip
+        super().__init__(
+            where or "training",
+            "a finite loss (lower the learning rate?)",
+            f"loss {loss} at epoch {epoch}, step {step}",
+        )

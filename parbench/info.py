@@ -77,9 +77,7 @@ def forward_flops(model, size: tuple[int, int]) -> int:
     return int(counter.get_total_flops())
 
 
-def method_info(
-    method: str, backbone: str, dataset: str | None, num_attributes: int | None, overrides: dict
-) -> dict:
+def method_info(method: str, backbone: str, dataset: str | None, num_attributes: int | None, overrides: dict) -> dict:
     """Parameter counts and forward FLOPs of a method's model as a run builds it (the modules it runs; the
     image tower apart)."""
     from parbench.cards import load_card
@@ -100,8 +98,16 @@ def method_info(
     model, bb = build_meta(spec, backbone, card, options)
     total, trainable = count_params(model)
     tower = bb.image_tower_params
-    return {"method": spec.name, "backbone": backbone, "num_attributes": card.num_attributes,
-            "dataset": getattr(card, "name", None), "total_params": total, "trainable_params": trainable,
-            "trainable_pct": 100.0 * trainable / max(total, 1), "image_tower_params": tower,
-            "flops_per_image": forward_flops(model, bb.preprocess.size), "activation": bb.activation,
-            "options": overrides}  # fmt: skip
+    return {
+        "method": spec.name,
+        "backbone": backbone,
+        "num_attributes": card.num_attributes,
+        "dataset": getattr(card, "name", None),
+        "total_params": total,
+        "trainable_params": trainable,
+        "trainable_pct": 100.0 * trainable / max(total, 1),
+        "image_tower_params": tower,
+        "flops_per_image": forward_flops(model, bb.preprocess.size),
+        "activation": bb.activation,
+        "options": overrides,
+    }

@@ -37,9 +37,7 @@ class SlurmOptions:
     cpus_per_task: int = 4
     mem_gb: int = 0  # 0: the partition's default
     constraint: str = ""
-    setup: tuple[
-        str, ...
-    ] = ()  # shell lines before the job starts (module load ..., source venv/bin/activate)
+    setup: tuple[str, ...] = ()  # shell lines before the job starts (module load ..., source venv/bin/activate)
 
 
 def slurm_options(suite: Suite, overrides: dict[str, Any]) -> SlurmOptions:
@@ -51,9 +49,7 @@ def slurm_options(suite: Suite, overrides: dict[str, Any]) -> SlurmOptions:
             suite.source or "[slurm]", f"[slurm] keys among {', '.join(sorted(known))}", f"unknown {unknown}"
         )
     if "setup" in given:
-        given["setup"] = (
-            tuple(given["setup"]) if isinstance(given["setup"], list | tuple) else (str(given["setup"]),)
-        )
+        given["setup"] = tuple(given["setup"]) if isinstance(given["setup"], list | tuple) else (str(given["setup"]),)
     return SlurmOptions(**given)
 
 
@@ -68,9 +64,7 @@ def auto_shard(env: dict[str, str] | None = None) -> tuple[int, int]:
         return int(env["SLURM_PROCID"]) + 1, int(env["SLURM_NTASKS"])
     if "RANK" in env and "WORLD_SIZE" in env:
         return int(env["RANK"]) + 1, int(env["WORLD_SIZE"])
-    raise ParbenchError(
-        "--shard auto", "SLURM_ARRAY_TASK_ID/COUNT, SLURM_PROCID/NTASKS or RANK/WORLD_SIZE", "none set"
-    )
+    raise ParbenchError("--shard auto", "SLURM_ARRAY_TASK_ID/COUNT, SLURM_PROCID/NTASKS or RANK/WORLD_SIZE", "none set")
 
 
 def parse_shard(value: str | None) -> tuple[int, int] | None:
@@ -100,13 +94,16 @@ def collect(suite: Suite) -> dict:
     from parbench.store import Store
 
     target = Store(suite.store)
-    merged = sum(
-        target.merge_from(p) for p in job_stores(suite) if p.resolve() != Path(suite.store).resolve()
-    )
+    merged = sum(target.merge_from(p) for p in job_stores(suite) if p.resolve() != Path(suite.store).resolve())
     have = target.keys()
     missing = [s for s in suite.specs if s.key() not in have]
-    return {"store": suite.store, "merged": merged, "runs": target.count(), "missing": len(missing),
-            "jobs": _job_status(suite)}  # fmt: skip
+    return {
+        "store": suite.store,
+        "merged": merged,
+        "runs": target.count(),
+        "missing": len(missing),
+        "jobs": _job_status(suite),
+    }
 
 
 def run_shard(suite_file: str, k: int, n: int, store: str | None = None, out: str | None = None) -> int:
@@ -118,8 +115,16 @@ def run_shard(suite_file: str, k: int, n: int, store: str | None = None, out: st
 
 
 # ---------------------------------------------------------------------------------------------- launchers
-def launch(suite: Suite, launcher: str = "local", jobs: int = 1, slurm: dict | None = None, dry_run: bool = False,
-           log=print, cluster: str = "slurm", wait: bool = False) -> dict:  # fmt: skip
+def launch(
+    suite: Suite,
+    launcher: str = "local",
+    jobs: int = 1,
+    slurm: dict | None = None,
+    dry_run: bool = False,
+    log=print,
+    cluster: str = "slurm",
+    wait: bool = False,
+) -> dict:
     """Run or submit a suite's pending runs; returns a plan / result summary (what ran, jobs, logs)."""
     if launcher not in LAUNCHERS:
         raise ParbenchError("--launcher", f"one of {', '.join(LAUNCHERS)}", repr(launcher))
@@ -131,8 +136,14 @@ def launch(suite: Suite, launcher: str = "local", jobs: int = 1, slurm: dict | N
     # shard k of n always holds the same runs (its share of the whole suite, by identity), so a re-submission
     # sends each missing run to the job (and store) that had it; shards with nothing left are not submitted
     shares = {k: [s for s in shard(suite.specs, k, n) if s.key() not in done] for k in range(1, n + 1)}
-    plan = {"suite": suite.name, "launcher": launcher, "runs": len(suite.specs), "done": len(suite.specs) - len(todo),
-            "pending": len(todo), "jobs": [{"shard": f"{k}/{n}", "runs": len(sh)} for k, sh in shares.items() if sh]}  # fmt: skip
+    plan = {
+        "suite": suite.name,
+        "launcher": launcher,
+        "runs": len(suite.specs),
+        "done": len(suite.specs) - len(todo),
+        "pending": len(todo),
+        "jobs": [{"shard": f"{k}/{n}", "runs": len(sh)} for k, sh in shares.items() if sh],
+    }
     if dry_run or not todo:
         return plan
     if launcher == "local":
@@ -157,9 +168,7 @@ def launch(suite: Suite, launcher: str = "local", jobs: int = 1, slurm: dict | N
 def _announce(log):
     def done(r: dict) -> None:
         if r.get("status") == "finished":
-            log(
-                f"done {r['dataset']} {r['method']} seed {r['seed']}: mA {100 * r['metrics']['promptpar']['ma']:.2f}"
-            )
+            log(f"done {r['dataset']} {r['method']} seed {r['seed']}: mA {100 * r['metrics']['promptpar']['ma']:.2f}")
 
     return done
 
@@ -189,8 +198,20 @@ def _local_parallel(suite: Suite, n: int, shards: list[int], log) -> list[dict]:
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[(k - 1) % len(gpus)]
         log_path = logs / f"shard-{k}-of-{n}.log"
-        cmd = [sys.executable, "-m", "parbench", "suite", suite.source, "--shard", f"{k}/{n}", "--job-store",
-               "--store", str(suite.store), "--out", str(suite.out)]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "parbench",
+            "suite",
+            suite.source,
+            "--shard",
+            f"{k}/{n}",
+            "--job-store",
+            "--store",
+            str(suite.store),
+            "--out",
+            str(suite.out),
+        ]
         fh = open(log_path, "w")  # noqa: SIM115  (closed when the process ends, below)
         procs.append((k, subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT), fh, log_path))
         log(
@@ -212,16 +233,29 @@ def _submit(suite: Suite, n: int, shards: list[int], opts: SlurmOptions, cluster
     try:
         import submitit
     except ImportError as e:
-        raise ParbenchError(
-            "--launcher slurm", "the submitit library (pip install submitit)", str(e)
-        ) from None
+        raise ParbenchError("--launcher slurm", "the submitit library (pip install submitit)", str(e)) from None
     folder = suite_dir(suite) / "slurm"
     executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
-    params: dict[str, Any] = {"timeout_min": opts.time, "cpus_per_task": opts.cpus_per_task, "nodes": 1,
-                              "tasks_per_node": 1, "name": f"parbench-{suite.name}"}  # fmt: skip
+    params: dict[str, Any] = {
+        "timeout_min": opts.time,
+        "cpus_per_task": opts.cpus_per_task,
+        "nodes": 1,
+        "tasks_per_node": 1,
+        "name": f"parbench-{suite.name}",
+    }
     if cluster == "slurm":
-        params.update({"slurm_" + k: v for k, v in (("partition", opts.partition), ("account", opts.account),
-                       ("qos", opts.qos), ("constraint", opts.constraint)) if v})  # fmt: skip
+        params.update(
+            {
+                "slurm_" + k: v
+                for k, v in (
+                    ("partition", opts.partition),
+                    ("account", opts.account),
+                    ("qos", opts.qos),
+                    ("constraint", opts.constraint),
+                )
+                if v
+            }
+        )
         if opts.gpus_per_node:
             params["gpus_per_node"] = opts.gpus_per_node
         if opts.mem_gb:
@@ -238,18 +272,20 @@ def _submit(suite: Suite, n: int, shards: list[int], opts: SlurmOptions, cluster
             raise ParbenchError(
                 "sbatch", "a job accepted by Slurm", f"{type(e).__name__}: {str(e).strip()[:300]}"
             ) from None
-        entry = {"job_id": str(job.job_id), "shard": f"{k}/{n}", "store": store,
-                 "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}  # fmt: skip
+        entry = {
+            "job_id": str(job.job_id),
+            "shard": f"{k}/{n}",
+            "store": store,
+            "stdout": str(job.paths.stdout),
+            "stderr": str(job.paths.stderr),
+        }
         jobs.append({**entry, "job": job})
         log(f"submitted shard {k}/{n}: job {job.job_id} (log {job.paths.stderr})")
     manifest = folder / "jobs.json"
     old = json.loads(manifest.read_text()) if manifest.is_file() else []
     from parbench.atomic import write_text
 
-    new = [
-        {k: v for k, v in j.items() if k != "job"} | {"submitted": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        for j in jobs
-    ]
+    new = [{k: v for k, v in j.items() if k != "job"} | {"submitted": time.strftime("%Y-%m-%dT%H:%M:%S")} for j in jobs]
     write_text(manifest, json.dumps(old + new, indent=1))
     return jobs
 

@@ -67,8 +67,14 @@ def check_backbone(spec: MethodSpec, backbone: str) -> None:
         raise ParbenchError(f"method {spec.name}", f"a backbone it runs on ({need})", f"'{backbone}' ({kind})")
 
 
-def plain_method(name: str, build: Callable[..., Any], description: str = "", recipe: dict | None = None,
-                 options: type | None = None, backbones: tuple[str, ...] = ("open_clip", "timm")) -> MethodSpec:  # fmt: skip
+def plain_method(
+    name: str,
+    build: Callable[..., Any],
+    description: str = "",
+    recipe: dict | None = None,
+    options: type | None = None,
+    backbones: tuple[str, ...] = ("open_clip", "timm"),
+) -> MethodSpec:
     """A method from a plain model: `build(backbone, card, options)` returns any nn.Module that maps images
     (B, 3, H, W) to K logits (B, K), with `requires_grad` set on what trains; parbench wraps its output as the
     model contract wants ({"logits": ...}) and trains it with `recipe` (TrainConfig settings)."""
@@ -83,8 +89,14 @@ def plain_method(name: str, build: Callable[..., Any], description: str = "", re
             raise TypeError(f"plain_method's build returned {type(net).__name__}, not an nn.Module")
         return LogitsModel(net)
 
-    return MethodSpec(name=name, description=description or f"{name} (a plain logits model)", build=wrapped,
-                      recipe=dict(recipe or {}), options=options, backbones=tuple(backbones))  # fmt: skip
+    return MethodSpec(
+        name=name,
+        description=description or f"{name} (a plain logits model)",
+        build=wrapped,
+        recipe=dict(recipe or {}),
+        options=options,
+        backbones=tuple(backbones),
+    )
 
 
 def check_spec(spec: Any, where: str) -> None:
@@ -145,8 +157,9 @@ def get_method(name: str, base: str | Path | None = None) -> MethodSpec:
     where = f"method plugin {name}"
     check_spec(obj, where)
     if obj.name in methods:
-        raise ParbenchError(where, f"a method name of its own ('{obj.name}' is already a method of parbench)",
-                            f"name '{obj.name}'")  # fmt: skip
+        raise ParbenchError(
+            where, f"a method name of its own ('{obj.name}' is already a method of parbench)", f"name '{obj.name}'"
+        )
     return dataclasses.replace(obj, origin=origin)
 
 
@@ -176,8 +189,15 @@ def method_rows(names: list[str]) -> list[dict]:
             origin, description, backbones = spec.origin, spec.description, list(spec.backbones)
         except ParbenchError as e:
             description, backbones = f"cannot be loaded: {e}", []
-        rows.append({"name": n, "description": description, "backbones": backbones, "origin": origin,
-                     "origin_text": describe_origin(origin)})  # fmt: skip
+        rows.append(
+            {
+                "name": n,
+                "description": description,
+                "backbones": backbones,
+                "origin": origin,
+                "origin_text": describe_origin(origin),
+            }
+        )
     return rows
 
 
@@ -206,5 +226,6 @@ def method_for_checkpoint(obj: Any, source: str) -> MethodSpec:
         if spec.accepts_checkpoint is not None and spec.accepts_checkpoint(obj):
             return spec
     found = sorted(obj)[:8] if isinstance(obj, dict) else type(obj).__name__
-    raise ParbenchError(source, "a parbench checkpoint (a run's trainable.pt) or a PromptPAR reference checkpoint",
-                        f"keys {found}")  # fmt: skip
+    raise ParbenchError(
+        source, "a parbench checkpoint (a run's trainable.pt) or a PromptPAR reference checkpoint", f"keys {found}"
+    )

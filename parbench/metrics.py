@@ -39,9 +39,7 @@ class Protocol:
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "promptpar": Protocol(
-        "promptpar", 0.45, "mean_sample", "PromptPAR/VTB: tau=0.45, F1 = mean per-sample F1"
-    ),
+    "promptpar": Protocol("promptpar", 0.45, "mean_sample", "PromptPAR/VTB: tau=0.45, F1 = mean per-sample F1"),
     "rethinking": Protocol(
         "rethinking", 0.5, "harmonic", "Rethinking_of_PAR: tau=0.5, F1 = 2*Prec*Rec/(Prec+Rec) of the means"
     ),
@@ -107,16 +105,20 @@ def check_predictions(
     allowed = (0, 1, UNSPECIFIED, 2) if unspecified == "stored" else (0, 1, UNSPECIFIED)
     bad = values[~np.isin(values, allowed)]
     if bad.size:
-        raise ParbenchError(lname, "labels 0, 1 and 255 (unspecified; RAP's raw 2 is 255 here)",
-                            f"{', '.join(f'{v:g}' for v in bad[:5].astype(float))}")  # fmt: skip
+        raise ParbenchError(
+            lname,
+            "labels 0, 1 and 255 (unspecified; RAP's raw 2 is 255 here)",
+            f"{', '.join(f'{v:g}' for v in bad[:5].astype(float))}",
+        )
     probs = probs.astype(np.float64)
     if not np.isfinite(probs).all():
-        raise ParbenchError(
-            pname, "finite probabilities", f"{int((~np.isfinite(probs)).sum())} NaN or infinite values"
-        )
+        raise ParbenchError(pname, "finite probabilities", f"{int((~np.isfinite(probs)).sum())} NaN or infinite values")
     if probs.min() < 0 or probs.max() > 1:
-        raise ParbenchError(pname, "probabilities in [0, 1] (apply a sigmoid to logits)",
-                            f"values from {probs.min():g} to {probs.max():g}")  # fmt: skip
+        raise ParbenchError(
+            pname,
+            "probabilities in [0, 1] (apply a sigmoid to logits)",
+            f"values from {probs.min():g} to {probs.max():g}",
+        )
     return labels.astype(np.int64), probs
 
 
@@ -346,11 +348,14 @@ def ranking_metrics(labels: np.ndarray, probs: np.ndarray, unspecified: str = "n
         ap.append(average_precision(truth, scores))
         auc.append(roc_auc(truth, scores))
     ap_a, auc_a = np.asarray(ap), np.asarray(auc)
-    return {"map": float(np.nanmean(ap_a)) if np.isfinite(ap_a).any() else None,
-            "mauc": float(np.nanmean(auc_a)) if np.isfinite(auc_a).any() else None,
-            "n_ap": int(np.isfinite(ap_a).sum()), "n_auc": int(np.isfinite(auc_a).sum()),
-            "label_ap": [None if not np.isfinite(x) else float(x) for x in ap_a],
-            "label_auc": [None if not np.isfinite(x) else float(x) for x in auc_a]}  # fmt: skip
+    return {
+        "map": float(np.nanmean(ap_a)) if np.isfinite(ap_a).any() else None,
+        "mauc": float(np.nanmean(auc_a)) if np.isfinite(auc_a).any() else None,
+        "n_ap": int(np.isfinite(ap_a).sum()),
+        "n_auc": int(np.isfinite(auc_a).sum()),
+        "label_ap": [None if not np.isfinite(x) else float(x) for x in ap_a],
+        "label_auc": [None if not np.isfinite(x) else float(x) for x in auc_a],
+    }
 
 
 def _ma_at(pos_sorted: np.ndarray, neg_sorted: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -360,8 +365,9 @@ def _ma_at(pos_sorted: np.ndarray, neg_sorted: np.ndarray, t: np.ndarray) -> np.
     return (tpr + tnr) / 2
 
 
-def fit_thresholds(labels: np.ndarray, probs: np.ndarray, unspecified: str = "negative",
-                   grid: int = 1001) -> tuple[np.ndarray, float]:  # fmt: skip
+def fit_thresholds(
+    labels: np.ndarray, probs: np.ndarray, unspecified: str = "negative", grid: int = 1001
+) -> tuple[np.ndarray, float]:
     """Decision thresholds that maximise label-based mA on the given (train or val, never test) samples: one
     per attribute (midpoints between consecutive distinct scores, so a threshold never sits on a sample) and one
     global (a 1/(grid-1) grid over [0, 1], maximising the mean over attributes). Ties keep the threshold closest

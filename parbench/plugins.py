@@ -117,8 +117,11 @@ def entry_points(group: str) -> list[tuple[str, str, dict]]:
     out = []
     for ep in importlib.metadata.entry_points(group=group):
         dist = getattr(ep, "dist", None)
-        origin = {"kind": "distribution", "distribution": dist.metadata["Name"] if dist else "?",
-                  "version": dist.version if dist else "?"}  # fmt: skip
+        origin = {
+            "kind": "distribution",
+            "distribution": dist.metadata["Name"] if dist else "?",
+            "version": dist.version if dist else "?",
+        }
         out.append((ep.name, ep.value, origin))
     return sorted(out)
 

@@ -36,10 +36,18 @@ def collect_images(inputs: list[str | Path]) -> list[Path]:
     return out
 
 
-def predict_images(checkpoint: str | Path, images: list[str | Path], protocol: str = "promptpar",
-                   threshold: float | None = None, dataset: str | None = None, method: str | None = None,
-                   backbone: str | None = None, pretrained: str | None = None,
-                   overrides: dict[str, Any] | None = None, progress=None) -> dict:  # fmt: skip
+def predict_images(
+    checkpoint: str | Path,
+    images: list[str | Path],
+    protocol: str = "promptpar",
+    threshold: float | None = None,
+    dataset: str | None = None,
+    method: str | None = None,
+    backbone: str | None = None,
+    pretrained: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    progress=None,
+) -> dict:
     """{"attributes", "threshold", "images": [path...], "probs": (N, K) array} for the given images, through
     the same prediction path (preprocessing, batches, model) as the run's own evaluation."""
     from parbench.data.dataset import PARDataset
@@ -55,24 +63,38 @@ def predict_images(checkpoint: str | Path, images: list[str | Path], protocol: s
     files = [f.resolve() for f in collect_images(images)]
     r = restore(checkpoint, method, dataset, backbone, pretrained, overrides)
     k = r.card.num_attributes
-    ds = PARDataset(name="predict", attributes=r.card.attribute_names, labels=np.zeros((len(files), k), np.uint8),
-                    relpaths=[str(f.relative_to(f.anchor)) for f in files], root=Path(files[0].anchor),
-                    partitions={"predict": np.arange(len(files))})  # fmt: skip
-    probs, _ = predict_split(
-        r.built, ds, ds.partition("predict"), pick_device(r.built.cfg), progress, use_cache=False
+    ds = PARDataset(
+        name="predict",
+        attributes=r.card.attribute_names,
+        labels=np.zeros((len(files), k), np.uint8),
+        relpaths=[str(f.relative_to(f.anchor)) for f in files],
+        root=Path(files[0].anchor),
+        partitions={"predict": np.arange(len(files))},
     )
+    probs, _ = predict_split(r.built, ds, ds.partition("predict"), pick_device(r.built.cfg), progress, use_cache=False)
     thr = PROTOCOLS[protocol].threshold if threshold is None else threshold
-    return {"attributes": list(r.card.attribute_names), "threshold": float(thr), "method": r.built.method.name,
-            "dataset": r.card.name, "images": [str(f) for f in files], "probs": probs}  # fmt: skip
+    return {
+        "attributes": list(r.card.attribute_names),
+        "threshold": float(thr),
+        "method": r.built.method.name,
+        "dataset": r.card.name,
+        "images": [str(f) for f in files],
+        "probs": probs,
+    }
 
 
 def format_predictions(res: dict, fmt: str) -> str:
     """CSV: one row per image, `<attr>` probability and `<attr>_pred` 0/1 columns. JSON: one object per image."""
     attrs, thr, probs = res["attributes"], res["threshold"], res["probs"]
     if fmt == "json":
-        rows = [{"image": img, "probabilities": dict(zip(attrs, map(float, p), strict=True)),
-                 "attributes": [a for a, v in zip(attrs, p, strict=True) if v > thr]}
-                for img, p in zip(res["images"], probs, strict=True)]  # fmt: skip
+        rows = [
+            {
+                "image": img,
+                "probabilities": dict(zip(attrs, map(float, p), strict=True)),
+                "attributes": [a for a, v in zip(attrs, p, strict=True) if v > thr],
+            }
+            for img, p in zip(res["images"], probs, strict=True)
+        ]
         doc = {"method": res["method"], "dataset": res["dataset"], "threshold": thr, "predictions": rows}
         return json.dumps(doc, indent=1) + "\n"
     if fmt != "csv":

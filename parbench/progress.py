@@ -15,6 +15,11 @@ def progress_bar(quiet: bool, unit: str = "img"):
         def render(self, task) -> Text:
             return Text(f"– {unit}/s" if task.speed is None else f"{task.speed:.1f} {unit}/s")
 
-    cols = [TextColumn("{task.description}"), BarColumn(), TextColumn(f"{{task.completed}}/{{task.total}} {unit}"),
-            Speed(), TimeRemainingColumn()]  # fmt: skip
+    cols = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn(f"{{task.completed}}/{{task.total}} {unit}"),
+        Speed(),
+        TimeRemainingColumn(),
+    ]
     return Progress(*cols, console=Console(stderr=True), transient=True)

@@ -58,8 +58,11 @@ class Registry:
             if name in self._entries or name in self._aliases:
                 import sys
 
-                print(f"warning: {self.group} entry point '{name}' of {origin['distribution']} skipped: "
-                      f"parbench already has a {self.kind} of that name", file=sys.stderr)  # fmt: skip
+                print(
+                    f"warning: {self.group} entry point '{name}' of {origin['distribution']} skipped: "
+                    f"parbench already has a {self.kind} of that name",
+                    file=sys.stderr,
+                )
                 continue
             self.register(name, value, origin)
 

@@ -90,9 +90,7 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise self._error(e) from None
         except OSError as e:
-            raise ParbenchError(
-                self.path, "a writable folder for the results store", e.strerror or str(e)
-            ) from None
+            raise ParbenchError(self.path, "a writable folder for the results store", e.strerror or str(e)) from None
 
     def _error(self, e: sqlite3.Error) -> ParbenchError:
         msg = str(e)
@@ -139,9 +137,7 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise self._error(e) from None
 
-    def add_run(
-        self, record: dict, probs: np.ndarray | None = None, labels: np.ndarray | None = None
-    ) -> None:
+    def add_run(self, record: dict, probs: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
         """Insert or replace a run: a finished one with its metrics and predictions, a failed one alone."""
         buf = None
         if probs is not None:
@@ -158,22 +154,49 @@ class Store:
                         con.execute(f"DELETE FROM {table} WHERE run_id = ?", (r["run_id"],))
                     con.execute(
                         "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (r["run_id"], r.get("key"), r["dataset"], r["method"], r["backbone"], r.get("pretrained"),
-                         r["seed"], r.get("partition", 0), int(bool(r.get("smoke"))), r.get("selected_on"),
-                         r.get("total_params"), r.get("trainable_params"), r.get("wall_s"),
-                         r.get("train_images_per_s"), r.get("peak_mem_mb"), r.get("finished"),
-                         json.dumps(r, default=float), status, r.get("group_key")),
-                    )  # fmt: skip
+                        (
+                            r["run_id"],
+                            r.get("key"),
+                            r["dataset"],
+                            r["method"],
+                            r["backbone"],
+                            r.get("pretrained"),
+                            r["seed"],
+                            r.get("partition", 0),
+                            int(bool(r.get("smoke"))),
+                            r.get("selected_on"),
+                            r.get("total_params"),
+                            r.get("trainable_params"),
+                            r.get("wall_s"),
+                            r.get("train_images_per_s"),
+                            r.get("peak_mem_mb"),
+                            r.get("finished"),
+                            json.dumps(r, default=float),
+                            status,
+                            r.get("group_key"),
+                        ),
+                    )
                     groups = r.get("groups", {})
                     for proto, m in (r.get("metrics") or {}).items():
                         con.execute(
                             "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?,?)",
-                            (r["run_id"], proto, m["ma"], m["acc"], m["prec"], m["rec"], m["f1"], m.get("threshold"),
-                             json.dumps(r.get("intervals", {}).get(proto, {}))),
-                        )  # fmt: skip
+                            (
+                                r["run_id"],
+                                proto,
+                                m["ma"],
+                                m["acc"],
+                                m["prec"],
+                                m["rec"],
+                                m["f1"],
+                                m.get("threshold"),
+                                json.dumps(r.get("intervals", {}).get(proto, {})),
+                            ),
+                        )
                         for a, v in zip(r.get("attributes", []), m.get("label_ma", []), strict=False):
-                            con.execute("INSERT OR REPLACE INTO attribute_metrics VALUES (?,?,?,?,?)",
-                                        (r["run_id"], proto, a, groups.get(a, ""), v))  # fmt: skip
+                            con.execute(
+                                "INSERT OR REPLACE INTO attribute_metrics VALUES (?,?,?,?,?)",
+                                (r["run_id"], proto, a, groups.get(a, ""), v),
+                            )
                     if buf is not None:
                         con.execute("INSERT OR REPLACE INTO predictions VALUES (?,?)", (r["run_id"], buf))
                     con.execute("COMMIT")

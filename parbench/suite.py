@@ -62,11 +62,7 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
     if unknown:
         raise ParbenchError(path, f"suite keys among {', '.join(sorted(_KEYS))}", f"unknown {unknown}")
     for key in ("datasets", "methods"):
-        if (
-            not isinstance(doc.get(key), list)
-            or not doc[key]
-            or not all(isinstance(x, str) for x in doc[key])
-        ):
+        if not isinstance(doc.get(key), list) or not doc[key] or not all(isinstance(x, str) for x in doc[key]):
             raise ParbenchError(path, f"a non-empty list of names '{key}'", repr(doc.get(key)))
     seeds = doc.get("seeds", [0])
     if (
@@ -85,9 +81,7 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
     backbones = doc.get("backbones", [None])
     pretrained = doc.get("pretrained")
     if isinstance(pretrained, list) and len(pretrained) != len(backbones):
-        raise ParbenchError(
-            path, f"pretrained: one value or one per backbone ({len(backbones)})", str(len(pretrained))
-        )
+        raise ParbenchError(path, f"pretrained: one value or one per backbone ({len(backbones)})", str(len(pretrained)))
     pre_list = pretrained if isinstance(pretrained, list) else [pretrained] * len(backbones)
     roots = doc.get("roots", {})
     name = doc.get("name", path.stem)
@@ -98,11 +92,27 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
             for bb, pre in zip(backbones, pre_list, strict=True):
                 for seed in seeds:
                     overrides = {**doc.get("set", {}), **doc.get("methods_set", {}).get(method, {})}
-                    specs.append(RunSpec(dataset=ds, method=_relative_to(method, path.parent), backbone=bb, pretrained=pre, seed=int(seed),
-                                         root=roots.get(ds), partition=int(doc.get("partition", 0)),
-                                         overrides=overrides, out=run_out))  # fmt: skip
-    return Suite(name=name, specs=specs, store=store or doc.get("store", f"{run_out}/store.sqlite"), source=str(path),
-                 out=run_out, slurm=dict(doc.get("slurm", {})))  # fmt: skip
+                    specs.append(
+                        RunSpec(
+                            dataset=ds,
+                            method=_relative_to(method, path.parent),
+                            backbone=bb,
+                            pretrained=pre,
+                            seed=int(seed),
+                            root=roots.get(ds),
+                            partition=int(doc.get("partition", 0)),
+                            overrides=overrides,
+                            out=run_out,
+                        )
+                    )
+    return Suite(
+        name=name,
+        specs=specs,
+        store=store or doc.get("store", f"{run_out}/store.sqlite"),
+        source=str(path),
+        out=run_out,
+        slurm=dict(doc.get("slurm", {})),
+    )
 
 
 def shard(specs: list[RunSpec], k: int, n: int) -> list[RunSpec]:

@@ -27,15 +27,9 @@ def unreadable(path: str | Path, e: BaseException) -> str:
         return "neither a torch.save zip archive nor a legacy torch pickle: not a torch checkpoint, or a damaged one"
     msg = str(e)
     if "Unsupported global" in msg:  # torch's weights-only unpickler refused a class: nothing was run
-        name = (
-            msg.split("Unsupported global:", 1)[1].split()[1] if "Unsupported global:" in msg else "a class"
-        )
-        return (
-            f"objects other than tensors and plain data ({name}): refused, since loading them could run code"
-        )
-    first = (
-        msg.splitlines()[0].split(". ")[0][:120] if msg else ""
-    )  # torch's first sentence; the rest is advice
+        name = msg.split("Unsupported global:", 1)[1].split()[1] if "Unsupported global:" in msg else "a class"
+        return f"objects other than tensors and plain data ({name}): refused, since loading them could run code"
+    first = msg.splitlines()[0].split(". ")[0][:120] if msg else ""  # torch's first sentence; the rest is advice
     detail = f"{type(e).__name__}: {first}" if first else type(e).__name__
     if head == ZIP_MAGIC:
         return f"a damaged torch archive, truncated or changed after saving ({detail})"

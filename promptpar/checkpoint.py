@@ -87,9 +87,7 @@ def to_ours(ckpt: dict, source: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Map a reference checkpoint's keys to ours (no reordering yet)."""
     if not isinstance(ckpt, dict) or "model_state_dict" not in ckpt:
         found = sorted(ckpt)[:8] if isinstance(ckpt, dict) else type(ckpt).__name__
-        raise ParbenchError(
-            source, "a PromptPAR checkpoint with 'model_state_dict' and 'clip_model'", str(found)
-        )
+        raise ParbenchError(source, "a PromptPAR checkpoint with 'model_state_dict' and 'clip_model'", str(found))
     clip_key = next((k for k in _CLIP_KEYS if k in ckpt), None)
     if clip_key is None:
         raise ParbenchError(source, "a 'clip_model' (or older 'ViT_model') entry", f"keys {sorted(ckpt)}")
@@ -114,15 +112,16 @@ def to_ours(ckpt: dict, source: str = "checkpoint") -> dict[str, torch.Tensor]:
 def import_reference(model, card, ckpt: dict, source: str = "checkpoint") -> None:
     """Load a reference checkpoint into a `variant=reference` PromptPAR model, strictly."""
     if model.cfg.variant != "reference":
-        raise ParbenchError(
-            source, "a model built with --set variant=reference", f"variant={model.cfg.variant}"
-        )
+        raise ParbenchError(source, "a model built with --set variant=reference", f"variant={model.cfg.variant}")
     theirs = _reorder(to_ours(ckpt, source), _perm(card), to_ours=True)
     own = model.state_dict()
     missing = sorted(k for k in own if k not in theirs)
     unexpected = sorted(k for k in theirs if k not in own)
-    shapes = [f"{k}: expected {tuple(own[k].shape)}, found {tuple(theirs[k].shape)}"
-              for k in own if k in theirs and own[k].shape != theirs[k].shape]  # fmt: skip
+    shapes = [
+        f"{k}: expected {tuple(own[k].shape)}, found {tuple(theirs[k].shape)}"
+        for k in own
+        if k in theirs and own[k].shape != theirs[k].shape
+    ]
     if missing or unexpected or shapes:
         parts = []
         if missing:
@@ -131,13 +130,15 @@ def import_reference(model, card, ckpt: dict, source: str = "checkpoint") -> Non
             parts.append(f"unexpected {len(unexpected)}: {', '.join(unexpected[:12])}")
         if shapes:
             parts.append(f"wrong shape {len(shapes)}: {'; '.join(shapes[:6])}")
-        raise ParbenchError(source, f"every tensor of PromptPAR ({card.name}, {model.num_attributes} attributes)",
-                            " | ".join(parts))  # fmt: skip
+        raise ParbenchError(
+            source, f"every tensor of PromptPAR ({card.name}, {model.num_attributes} attributes)", " | ".join(parts)
+        )
     model.load_state_dict({k: theirs[k].to(own[k].dtype) for k in own}, strict=True)
 
 
-def export_reference(model, card, vis_key: str = "visual_embed", clip_key: str = "clip_model",
-                     result: Any = None) -> dict:  # fmt: skip
+def export_reference(
+    model, card, vis_key: str = "visual_embed", clip_key: str = "clip_model", result: Any = None
+) -> dict:
     """Our model's weights in the reference's layout and attribute order (what its train.py saves)."""
     ours = _reorder({k: v.detach().cpu() for k, v in model.state_dict().items()}, _perm(card), to_ours=False)
     inverse = {v: k for k, v in _PROMPT_KEYS.items()}
@@ -197,8 +198,11 @@ def _shapes_match(name: str, clip: dict) -> bool:
     from parbench.api import create_backbone
 
     own = create_backbone(name, "none", meta=True).model.state_dict()
-    theirs = {k: v for k, v in clip.items() if k not in _PROMPT_KEYS and k not in _JIT_LEFTOVERS
-              and not k.startswith(("agg_bn.", "softmax_model."))}  # fmt: skip
+    theirs = {
+        k: v
+        for k, v in clip.items()
+        if k not in _PROMPT_KEYS and k not in _JIT_LEFTOVERS and not k.startswith(("agg_bn.", "softmax_model."))
+    }
     return set(own) == set(theirs) and all(tuple(own[k].shape) == tuple(theirs[k].shape) for k in own)
 
 
@@ -208,16 +212,17 @@ def infer_backbone(ckpt: dict, source: str = "checkpoint", asked: str | None = N
     clip = _clip_state(ckpt)
     if asked is not None:
         if not _shapes_match(asked, clip):
-            raise ParbenchError(
-                source, f"a CLIP of backbone {asked} (--backbone)", "tensors of another shape"
-            )
+            raise ParbenchError(source, f"a CLIP of backbone {asked} (--backbone)", "tensors of another shape")
         return asked
     for name in BACKBONE_CANDIDATES:
         if _shapes_match(name, clip):
             return name
     width = tuple(clip["visual.conv1.weight"].shape) if "visual.conv1.weight" in clip else "?"
-    raise ParbenchError(source, f"the CLIP of one of {', '.join(BACKBONE_CANDIDATES)} (or name it: --backbone)",
-                        f"visual.conv1.weight of shape {width}")  # fmt: skip
+    raise ParbenchError(
+        source,
+        f"the CLIP of one of {', '.join(BACKBONE_CANDIDATES)} (or name it: --backbone)",
+        f"visual.conv1.weight of shape {width}",
+    )
 
 
 def load_reference_file(path: str | Path) -> dict:

@@ -41,12 +41,8 @@ class PromptParConfig:
     clip_weight_decay: float = 1e-4
     clip_warmup_epochs: int = 10  # warm-up of the prompt-side group (fusion/head: the recipe's warmup_epochs)
     tune: str = "prompt"  # "prompt" (the method) or "full" (every parameter trains: fine-tuning comparison)
-    vit_b_weights: str = (
-        ""  # timm ViT-B/16 checkpoint (jx_vit_base_p16_224-80ecf9dd.pth) for the fusion block
-    )
-    fusion_init: str = (
-        "weights"  # "weights" (require vit_b_weights unless the backbone is random) or "random"
-    )
+    vit_b_weights: str = ""  # timm ViT-B/16 checkpoint (jx_vit_base_p16_224-80ecf9dd.pth) for the fusion block
+    fusion_init: str = "weights"  # "weights" (require vit_b_weights unless the backbone is random) or "random"
     fusion_dim: int = 768  # ViT-B/16 width
     fusion_heads: int = 12
     fusion_drop_path: float = 0.1  # DropPath of the reference's ViT-B (drop_path_rate 0.1, last block)

@@ -38,9 +38,7 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape
-        q, k, v = (
-            self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
-        )  # 3 x (B, H, L, Dh)
+        q, k, v = self.qkv(x).view(B, L, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, Dh)
         out = F.scaled_dot_product_attention(q, k, v)  # fused; no attention weights are materialised
         return self.proj(out.transpose(1, 2).reshape(B, L, D))
 
@@ -70,8 +68,17 @@ class Block(nn.Module):
 
 
 class FusionModel(nn.Module):
-    def __init__(self, in_dim: int, num_attributes: int, num_visual: int, dim: int = 768, heads: int = 12,
-                 mm_layers: int = 1, use_mm_former: bool = True, drop_path: float = 0.1):  # fmt: skip
+    def __init__(
+        self,
+        in_dim: int,
+        num_attributes: int,
+        num_visual: int,
+        dim: int = 768,
+        heads: int = 12,
+        mm_layers: int = 1,
+        use_mm_former: bool = True,
+        drop_path: float = 0.1,
+    ):
         super().__init__()
         self.num_attributes = num_attributes
         self.word_embed = nn.Linear(in_dim, dim)
@@ -88,9 +95,7 @@ class FusionModel(nn.Module):
     def forward(self, text: torch.Tensor, visual: torch.Tensor) -> torch.Tensor:
         """text (A, C), visual (B, L, C) -> BN'd logits (B, A)."""
         B, A = visual.shape[0], self.num_attributes
-        x = torch.cat(
-            [self.word_embed(text).expand(B, A, -1), self.visual_embed(visual)], dim=1
-        )  # (B, A+L, D)
+        x = torch.cat([self.word_embed(text).expand(B, A, -1), self.visual_embed(visual)], dim=1)  # (B, A+L, D)
         if self.use_mm_former:
             for blk in self.blocks:
                 x = blk(x)
@@ -118,7 +123,5 @@ class FusionModel(nn.Module):
         own = self.state_dict()
         for dst, src in mapping.items():
             if own[dst].shape != state[src].shape:
-                raise ParbenchError(
-                    source, f"{src} of shape {tuple(own[dst].shape)}", str(tuple(state[src].shape))
-                )
+                raise ParbenchError(source, f"{src} of shape {tuple(own[dst].shape)}", str(tuple(state[src].shape)))
             own[dst].copy_(state[src])

@@ -89,10 +89,7 @@ class Layout:
 
 def regions(grid: int, div_num: int, overlap_row: int) -> tuple[tuple[int, int], ...]:
     half = overlap_row // 2
-    rows = [
-        (max(0, k * grid // div_num - half), min(grid, (k + 1) * grid // div_num + half))
-        for k in range(div_num)
-    ]
+    rows = [(max(0, k * grid // div_num - half), min(grid, (k + 1) * grid // div_num + half)) for k in range(div_num)]
     return tuple((r0 * grid, r1 * grid) for r0, r1 in rows)
 
 
@@ -112,14 +109,10 @@ def reference_regions(grid: int, div_num: int, overlap_row: int) -> tuple[tuple[
     return tuple((min(s, n), min(s + r * grid, n)) for s, r in zip((0, 48, 112, 176), rows, strict=True))
 
 
-def make_layout(
-    grid: int, vis_prompt: int, use_div: bool, div_num: int, overlap_row: int, fixed: bool
-) -> Layout:
+def make_layout(grid: int, vis_prompt: int, use_div: bool, div_num: int, overlap_row: int, fixed: bool) -> Layout:
     if not use_div:
         return Layout(grid, vis_prompt, 0, ())
     if vis_prompt % (div_num + 1):
-        raise ParbenchError(
-            "promptpar", f"vis_prompt divisible by div_num + 1 = {div_num + 1}", str(vis_prompt)
-        )
+        raise ParbenchError("promptpar", f"vis_prompt divisible by div_num + 1 = {div_num + 1}", str(vis_prompt))
     spans = regions(grid, div_num, overlap_row) if fixed else reference_regions(grid, div_num, overlap_row)
     return Layout(grid, vis_prompt, div_num, spans)

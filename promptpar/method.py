@@ -12,11 +12,7 @@ from promptpar.model import PromptPAR
 
 def texts_for(card, cfg: PromptParConfig) -> list[str]:
     """The reference tokenises its own strings (phrases for RAPv1, quirky WIDER sentences)."""
-    return (
-        card.reference_texts()
-        if cfg.resolved().variant == "reference"
-        else [a.positive for a in card.attributes]
-    )
+    return card.reference_texts() if cfg.resolved().variant == "reference" else [a.positive for a in card.attributes]
 
 
 def build(backbone, card, options: PromptParConfig | None = None) -> PromptPAR:
@@ -59,9 +55,7 @@ def import_checkpoint(obj: dict, card, backbone: str | None, overrides: dict, so
     name = infer_backbone(obj, source, backbone)
     defaults = {k: v for k, v in README_DEFAULTS.items() if k not in read and read.get("use_div")}
     cfg, options = resolve_config(SPEC, {**read, **defaults, "fusion_init": "random", **overrides})
-    built = build_model(
-        SPEC, card, cfg, options, name, "none", 0, quick_gelu=True
-    )  # every weight: the file's
+    built = build_model(SPEC, card, cfg, options, name, "none", 0, quick_gelu=True)  # every weight: the file's
     import_reference(built.model, card, obj, source)
     taken = asdict(options)
     inferred = {

@@ -45,9 +45,7 @@ class PromptPAR(nn.Module):
         grid = visual.grid_size[0]
         depth = len(visual.transformer.resblocks)
         self.vis_depth = min(cfg.vis_depth, depth)
-        self.layout = make_layout(
-            grid, cfg.vis_prompt, cfg.use_div, cfg.div_num, cfg.overlap_row, cfg.fix_geometry
-        )
+        self.layout = make_layout(grid, cfg.vis_prompt, cfg.use_div, cfg.div_num, cfg.overlap_row, cfg.fix_geometry)
         if cfg.use_div != cfg.use_GL and not cfg.fix_geometry:
             # the reference's GL branch needs the part tokens and its use_div path needs the GL modules: each
             # crashes without the other (use_vismask alone is ignored there, as here)
@@ -72,16 +70,32 @@ class PromptPAR(nn.Module):
             self.softmax_model = SoftmaxWithTemperature()
             self.agg_bn = nn.BatchNorm1d(A)
         out_dim = visual.output_dim
-        self.fusion = FusionModel(out_dim, A, self.layout.length, cfg.fusion_dim, cfg.fusion_heads, cfg.mm_layers,
-                                  cfg.use_mm_former, cfg.fusion_drop_path)  # fmt: skip
-        self.register_buffer("tokens", backbone.tokenizer(texts) if backbone.tokenizer else torch.zeros(A, 77, dtype=torch.long), persistent=False)  # fmt: skip
-        self.register_buffer("vis_mask", self.layout.mask() if cfg.use_div and cfg.use_vismask else None, persistent=False)  # fmt: skip
+        self.fusion = FusionModel(
+            out_dim,
+            A,
+            self.layout.length,
+            cfg.fusion_dim,
+            cfg.fusion_heads,
+            cfg.mm_layers,
+            cfg.use_mm_former,
+            cfg.fusion_drop_path,
+        )
+        self.register_buffer(
+            "tokens",
+            backbone.tokenizer(texts) if backbone.tokenizer else torch.zeros(A, 77, dtype=torch.long),
+            persistent=False,
+        )
+        self.register_buffer(
+            "vis_mask", self.layout.mask() if cfg.use_div and cfg.use_vismask else None, persistent=False
+        )
         self._text_cache: torch.Tensor | None = None
         self.grad_checkpointing = False
         self.ddp_find_unused = True  # e.g. the reference's text prompts train but never get a gradient
         # the reference normalises with mean = std = 0.5 and resizes bilinearly (torchvision's default)
-        self.preprocess_defaults = {"normalization": None if cfg.fix_normalization else "half",
-                                    "interpolation": None if cfg.fix_normalization else "bilinear"}  # fmt: skip
+        self.preprocess_defaults = {
+            "normalization": None if cfg.fix_normalization else "half",
+            "interpolation": None if cfg.fix_normalization else "bilinear",
+        }
         self.set_trainable()
 
     # ---- which parameters train -------------------------------------------------------------------------
@@ -115,11 +129,21 @@ class PromptPAR(nn.Module):
         prompt = [p for n, p in self.named_parameters() if p.requires_grad and not n.startswith("fusion.")]
         fusion = [p for n, p in self.named_parameters() if p.requires_grad and n.startswith("fusion.")]
         return [
-            {"name": "fusion", "params": fusion, "lr": cfg.lr, "weight_decay": cfg.weight_decay,
-             "warmup_epochs": cfg.warmup_epochs},
-            {"name": "prompt", "params": prompt, "lr": self.cfg.clip_lr, "weight_decay": self.cfg.clip_weight_decay,
-             "warmup_epochs": self.cfg.clip_warmup_epochs},
-        ]  # fmt: skip
+            {
+                "name": "fusion",
+                "params": fusion,
+                "lr": cfg.lr,
+                "weight_decay": cfg.weight_decay,
+                "warmup_epochs": cfg.warmup_epochs,
+            },
+            {
+                "name": "prompt",
+                "params": prompt,
+                "lr": self.cfg.clip_lr,
+                "weight_decay": self.cfg.clip_weight_decay,
+                "warmup_epochs": self.cfg.clip_warmup_epochs,
+            },
+        ]
 
     # ---- towers -----------------------------------------------------------------------------------------
     def encode_image(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -134,9 +158,7 @@ class PromptPAR(nn.Module):
             x = torch.cat([x[:, :1], parts, x[:, 1:]], dim=1)
         x = v.ln_pre(x)
         pos = torch.tensor(lay.prompt_positions(), device=x.device)
-        order = torch.tensor(
-            lay.source_order() if cfg.use_div else self._plain_order(x.shape[1]), device=x.device
-        )
+        order = torch.tensor(lay.source_order() if cfg.use_div else self._plain_order(x.shape[1]), device=x.device)
         is_prompt = torch.zeros(lay.length, dtype=torch.bool, device=x.device)
         is_prompt[pos] = True
         for layer, blk in enumerate(v.transformer.resblocks):
@@ -197,9 +219,7 @@ class PromptPAR(nn.Module):
 
     def text_features(self) -> torch.Tensor:
         text_trains = (
-            self.prompt_text_deep.requires_grad
-            and self.cfg.fix_text_prompts
-            and self.prompt_text_deep.numel()
+            self.prompt_text_deep.requires_grad and self.cfg.fix_text_prompts and self.prompt_text_deep.numel()
         )
         text_trains = text_trains or any(p.requires_grad for p in self.clip.transformer.parameters())
         if self.training and text_trains:
@@ -222,9 +242,7 @@ class PromptPAR(nn.Module):
     def aggregate(self, all_class: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         c = F.normalize(all_class.float(), dim=-1)  # (B, 1+d, C)
         t = F.normalize(text.float(), dim=-1)  # (A, C)
-        sim = self.softmax_model(
-            self.clip.logit_scale.exp() * c @ t.t()
-        )  # (B, 1+d, A), softmax over attributes
+        sim = self.softmax_model(self.clip.logit_scale.exp() * c @ t.t())  # (B, 1+d, A), softmax over attributes
         glob, local = sim[:, 0], sim[:, 1:]
         mx, mn = local.max(dim=1).values, local.min(dim=1).values  # (B, A)
         gamma = (mx > self.cfg.ag_threshold).float()

@@ -41,8 +41,12 @@ def test_recipe_keys_are_the_engine_settings():
 def test_check_output_names_the_method_and_the_shape():
     api.check_output({"logits": torch.zeros(4, 3)}, 4, 3, "method m")
     api.check_output({"logits": torch.zeros(4, 3), "aux": [torch.zeros(4, 3)]}, 4, 3, "method m")
-    for out, found in ((torch.zeros(4, 3), "Tensor"), ({"y": 1}, "keys ['y']"),
-                       ({"logits": torch.zeros(4, 2)}, "(4, 2)"), ({"logits": torch.zeros(4, 3), "aux": [1]}, "int")):  # fmt: skip
+    for out, found in (
+        (torch.zeros(4, 3), "Tensor"),
+        ({"y": 1}, "keys ['y']"),
+        ({"logits": torch.zeros(4, 2)}, "(4, 2)"),
+        ({"logits": torch.zeros(4, 3), "aux": [1]}, "int"),
+    ):
         with pytest.raises(ParbenchError, match=rf"^method m: .*{re.escape(found)}"):
             api.check_output(out, 4, 3, "method m")
 

@@ -24,24 +24,49 @@ def test_score_json_prints_only_json(tmp_path):
     out = json.loads(res.stdout)
     assert set(out) >= {"ma", "acc", "prec", "rec", "f1", "protocol", "threshold"}
     assert out["ma"] == 1.0 and out["protocol"] == "promptpar" and out["threshold"] == 0.45
-    res = runner.invoke(app, ["score", "--labels", str(tmp_path / "l.npy"), "--probs", str(tmp_path / "p.npy"),
-                              "--protocol", "rethinking", "--json"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "score",
+            "--labels",
+            str(tmp_path / "l.npy"),
+            "--probs",
+            str(tmp_path / "p.npy"),
+            "--protocol",
+            "rethinking",
+            "--json",
+        ],
+    )
     assert json.loads(res.stdout)["ma"] == 0.75  # 0.46 is below 0.5
 
 
 def test_user_error_is_one_line_and_nonzero(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "parbench", "score", "--labels", str(tmp_path / "none.npy"),
-                           "--probs", str(tmp_path / "none.npy")], capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "parbench",
+            "score",
+            "--labels",
+            str(tmp_path / "none.npy"),
+            "--probs",
+            str(tmp_path / "none.npy"),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 1
     assert "none.npy" in proc.stderr and "Traceback" not in proc.stderr
     assert proc.stdout == ""
 
 
 def test_help_and_listing_do_not_import_torch():
-    code = ("import sys; from parbench.cli import app; from typer.testing import CliRunner; "
-            "r = CliRunner().invoke(app, ['datasets', 'list']); assert r.exit_code == 0, r.output; "
-            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
-            "print('torch' in sys.modules, 'open_clip' in sys.modules)")  # fmt: skip
+    code = (
+        "import sys; from parbench.cli import app; from typer.testing import CliRunner; "
+        "r = CliRunner().invoke(app, ['datasets', 'list']); assert r.exit_code == 0, r.output; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+        "print('torch' in sys.modules, 'open_clip' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.stdout.strip() == "False False", proc.stderr
 
@@ -49,13 +74,35 @@ def test_help_and_listing_do_not_import_torch():
 def test_datasets_list_json_names_all_cards():
     res = runner.invoke(app, ["datasets", "list", "--json"])
     names = {d["name"]: d["attributes"] for d in json.loads(res.stdout)}
-    assert names == {"PA100k": 26, "PETA": 35, "PETA-ZS": 35, "RAP-ZS": 53, "RAPv1": 51, "RAPv2": 54, "WIDER": 14,
-                     "synthetic": 12, "synthetic-zs": 12}  # fmt: skip
+    assert names == {
+        "PA100k": 26,
+        "PETA": 35,
+        "PETA-ZS": 35,
+        "RAP-ZS": 53,
+        "RAPv1": 51,
+        "RAPv2": 54,
+        "WIDER": 14,
+        "synthetic": 12,
+        "synthetic-zs": 12,
+    }
 
 
 def test_methods_info_json():
-    res = runner.invoke(app, ["methods", "info", "promptpar", "--backbone", "ViT-L-14", "--dataset", "PA100k",
-                              "--variant", "reference", "--json"])  # fmt: skip
+    res = runner.invoke(
+        app,
+        [
+            "methods",
+            "info",
+            "promptpar",
+            "--backbone",
+            "ViT-L-14",
+            "--dataset",
+            "PA100k",
+            "--variant",
+            "reference",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout)
     assert (info["total_params"], info["trainable_params"]) == (437_858_948, 3_157_635)
@@ -69,9 +116,7 @@ def test_methods_info_json():
 
 
 def test_unknown_dataset_suggests():
-    proc = subprocess.run(
-        [sys.executable, "-m", "parbench", "datasets", "info", "pet"], capture_output=True, text=True
-    )
+    proc = subprocess.run([sys.executable, "-m", "parbench", "datasets", "info", "pet"], capture_output=True, text=True)
     assert proc.returncode == 1 and "PETA" in proc.stderr
 
 
@@ -83,9 +128,23 @@ def test_small_breakages_stay_fixed(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["trainable_params"] == 0
-    proc = subprocess.run([sys.executable, "-m", "parbench", "run", "--dataset", "PETA", "--method", "zeroshot",
-                           "--backbone", "parbench-tiny"], capture_output=True, text=True,
-                          env={**__import__("os").environ, "PARBENCH_CONFIG": str(tmp_path / "none.toml")})  # fmt: skip
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "parbench",
+            "run",
+            "--dataset",
+            "PETA",
+            "--method",
+            "zeroshot",
+            "--backbone",
+            "parbench-tiny",
+        ],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "PARBENCH_CONFIG": str(tmp_path / "none.toml")},
+    )
     assert proc.returncode == 1 and "add it under [roots] in the config" in proc.stderr, proc.stderr
     help_text = runner.invoke(app, ["report", "--help"]).output
     assert "--set limit" in help_text and "--limit/--max-steps" not in help_text
@@ -95,7 +154,8 @@ def test_small_breakages_stay_fixed(tmp_path):
     store = Store(tmp_path / "s.sqlite")
     rec, p, lab = fake_record("synthetic", "a-method-with-a-rather-long-name-that-a-table-would-cut", 0, 0.7)
     store.add_run(rec, p, lab)
-    proc = subprocess.run([sys.executable, "-m", "parbench", "runs", "list", "--store", str(store.path)],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbench", "runs", "list", "--store", str(store.path)], capture_output=True, text=True
+    )
     assert proc.returncode == 0 and rec["run_id"] in proc.stdout and rec["method"] in proc.stdout
     assert proc.stdout.splitlines()[0].split("\t")[0] == "dataset"

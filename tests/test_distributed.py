@@ -13,8 +13,16 @@ ARGS = ["run", "--dataset", "synthetic", "--backbone", "parbench-tiny", "--set",
 def _run(tmp_path, name, method, extra, procs):
     out = tmp_path / name
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}"]
-    cmd = (launcher if procs > 1 else [sys.executable]) + ["-m", "parbench", *ARGS, "--method", method,
-                                                           "--out", str(out), *extra]  # fmt: skip
+    cmd = (launcher if procs > 1 else [sys.executable]) + [
+        "-m",
+        "parbench",
+        *ARGS,
+        "--method",
+        method,
+        "--out",
+        str(out),
+        *extra,
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     (tmp_path / f"{name}.log").write_text(r.stderr)
     assert r.returncode == 0, r.stderr[-3000:]

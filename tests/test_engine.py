@@ -14,8 +14,16 @@ FAST = {"limit": 96, "batch_size": 16, "eval_batch_size": 48, "bootstrap": 50}
 
 
 def _run(method, tmp_path, seed=0, **over):
-    spec = RunSpec(dataset="synthetic", method=method, backbone="parbench-tiny", seed=seed, out=str(tmp_path / "runs"),
-                   overrides={**FAST, **over}, quiet=True, store=str(tmp_path / "store.sqlite"))  # fmt: skip
+    spec = RunSpec(
+        dataset="synthetic",
+        method=method,
+        backbone="parbench-tiny",
+        seed=seed,
+        out=str(tmp_path / "runs"),
+        overrides={**FAST, **over},
+        quiet=True,
+        store=str(tmp_path / "store.sqlite"),
+    )
     return run(spec)
 
 
@@ -60,16 +68,45 @@ def test_schedule_matches_reference_trajectory():
 def test_resume_after_sigkill_gives_identical_metrics(tmp_path):
     over = {**FAST, "epochs": 6, "limit": 160}
     sets = [x for k, v in over.items() for x in ("--set", f"{k}={v}")]
-    proc = processes.start(["run", "--dataset", "synthetic", "--method", "finetune", "--backbone", "parbench-tiny",
-                            "--out", str(tmp_path / "killed"), *sets])  # fmt: skip
+    proc = processes.start(
+        [
+            "run",
+            "--dataset",
+            "synthetic",
+            "--method",
+            "finetune",
+            "--backbone",
+            "parbench-tiny",
+            "--out",
+            str(tmp_path / "killed"),
+            *sets,
+        ]
+    )
     log = processes.wait_for_epochs(proc, tmp_path / "killed", 2)
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert not (log.parent / "record.json").exists()  # killed before the end
-    resumed = run(RunSpec(dataset="synthetic", method="finetune", backbone="parbench-tiny", out=str(tmp_path / "killed"),
-                          overrides=over, resume=True, quiet=True))  # fmt: skip
-    straight = run(RunSpec(dataset="synthetic", method="finetune", backbone="parbench-tiny", out=str(tmp_path / "straight"),
-                           overrides=over, quiet=True))  # fmt: skip
+    resumed = run(
+        RunSpec(
+            dataset="synthetic",
+            method="finetune",
+            backbone="parbench-tiny",
+            out=str(tmp_path / "killed"),
+            overrides=over,
+            resume=True,
+            quiet=True,
+        )
+    )
+    straight = run(
+        RunSpec(
+            dataset="synthetic",
+            method="finetune",
+            backbone="parbench-tiny",
+            out=str(tmp_path / "straight"),
+            overrides=over,
+            quiet=True,
+        )
+    )
     assert resumed["metrics"] == straight["metrics"]
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert [x["epoch"] for x in lines] == [1, 2, 3, 4, 5, 6]

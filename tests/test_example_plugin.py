@@ -44,14 +44,17 @@ def _street(tmp_path: Path) -> Path:
     split_of = {int(i): s for s in ("train", "val", "test") for i in syn.partition(s)}
     lines = ["image,split,person," + ",".join(cols)]
     for i in range(len(syn)):
-        lines.append(f"{syn.relpaths[i]},{split_of[i]},{syn.identities[i]}," + ",".join(str(syn.labels[i, k]) for k in j))
+        lines.append(
+            f"{syn.relpaths[i]},{split_of[i]},{syn.identities[i]}," + ",".join(str(syn.labels[i, k]) for k in j)
+        )
     (root / "street.csv").write_text("\n".join(lines) + "\n")
     return root
 
 
 def _cli(env, *args):
-    proc = subprocess.run([sys.executable, "-m", "parbench", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **env})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbench", *map(str, args)], capture_output=True, text=True, env={**os.environ, **env}
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -64,11 +67,33 @@ def test_the_example_plugin_runs_end_to_end_from_its_own_package(tmp_path):
     assert "street" in {d["name"] for d in json.loads(_cli(env, "datasets", "list", "--json"))}
     root, store = _street(tmp_path), tmp_path / "store.sqlite"
     sets = [x for k, v in FAST.items() for x in ("--set", f"{k}={v}")]
-    for method, backbone in (("attr-query", "timm:test_vit"), ("attr-query", "parbench-tiny"),
-                             ("linear-probe", "parbench-tiny")):  # fmt: skip
-        rec = json.loads(_cli(env, "run", "--dataset", "street", "--root", root, "--method", method, "--backbone",
-                              backbone, "--pretrained", "none", "--store", store, "--out", tmp_path / "runs", "--json",
-                              *sets))  # fmt: skip
+    for method, backbone in (
+        ("attr-query", "timm:test_vit"),
+        ("attr-query", "parbench-tiny"),
+        ("linear-probe", "parbench-tiny"),
+    ):
+        rec = json.loads(
+            _cli(
+                env,
+                "run",
+                "--dataset",
+                "street",
+                "--root",
+                root,
+                "--method",
+                method,
+                "--backbone",
+                backbone,
+                "--pretrained",
+                "none",
+                "--store",
+                store,
+                "--out",
+                tmp_path / "runs",
+                "--json",
+                *sets,
+            )
+        )
         assert rec["dataset"] == "street" and rec["attributes"] == ["hat", "backpack", "long_hair", "skirt"]
         assert rec["n_test"] == 48 and 0.0 <= rec["metrics"]["promptpar"]["ma"] <= 1.0
         if method == "attr-query":

@@ -29,8 +29,12 @@ RUN = ["run", "--dataset", "synthetic", "--method", "finetune", "--backbone", "p
 
 def cli(*args, env=None):
     """The real entry point in a subprocess: exit code, stdout, stderr (no test runner in between)."""
-    proc = subprocess.run([sys.executable, "-m", "parbench", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})})  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -100,15 +104,32 @@ def test_crafted_trainable_pt_and_caches_run_nothing(tmp_path):
     one_line_error(code, err, "trainable.pt")
     assert not marker.exists()
     # a pickled object array in place of cached features or a text bank: recomputed, never unpickled
-    rec = run(RunSpec(dataset="synthetic", method="zeroshot", backbone="parbench-tiny", overrides=FAST,
-                      out=str(tmp_path / "runs"), quiet=True))  # fmt: skip
+    rec = run(
+        RunSpec(
+            dataset="synthetic",
+            method="zeroshot",
+            backbone="parbench-tiny",
+            overrides=FAST,
+            out=str(tmp_path / "runs"),
+            quiet=True,
+        )
+    )
     from parbench.settings import cache_dir
 
     for f in [*(cache_dir() / "text").glob("*.pt"), *(cache_dir() / "features").glob("*.npy")]:
         with open(f, "wb") as fh:
             pickle.dump(np.array([_Payload(marker)], dtype=object), fh)
-    again = run(RunSpec(dataset="synthetic", method="zeroshot", backbone="parbench-tiny", seed=0, out=str(tmp_path / "b"),
-                        overrides=FAST, quiet=True))  # fmt: skip
+    again = run(
+        RunSpec(
+            dataset="synthetic",
+            method="zeroshot",
+            backbone="parbench-tiny",
+            seed=0,
+            out=str(tmp_path / "b"),
+            overrides=FAST,
+            quiet=True,
+        )
+    )
     assert again["metrics"] == rec["metrics"] and not marker.exists()
 
 
@@ -126,17 +147,40 @@ def test_interrupt_exits_with_resume_hint_and_resumes(tmp_path, sig, code):
     assert "interrupted; resume with: parbench run" in err and err.rstrip().endswith("--resume")
     assert "Traceback" not in err and not (log.parent / "record.json").exists()
     assert (log.parent / "last.pt").is_file()
-    resumed = run(RunSpec(dataset="synthetic", method="finetune", backbone="parbench-tiny", out=str(out),
-                          overrides=over, resume=True, quiet=True))  # fmt: skip
-    straight = run(RunSpec(dataset="synthetic", method="finetune", backbone="parbench-tiny", out=str(tmp_path / "s"),
-                           overrides=over, quiet=True))  # fmt: skip
+    resumed = run(
+        RunSpec(
+            dataset="synthetic",
+            method="finetune",
+            backbone="parbench-tiny",
+            out=str(out),
+            overrides=over,
+            resume=True,
+            quiet=True,
+        )
+    )
+    straight = run(
+        RunSpec(
+            dataset="synthetic",
+            method="finetune",
+            backbone="parbench-tiny",
+            out=str(tmp_path / "s"),
+            overrides=over,
+            quiet=True,
+        )
+    )
     assert resumed["metrics"] == straight["metrics"]
 
 
 # ---------------------------------------------------------------------------------------------- nothing lost
 def test_interrupted_run_is_never_cleared_and_finished_run_is_reported(tmp_path):
-    spec = dict(dataset="synthetic", method="finetune", backbone="parbench-tiny", overrides=FAST,
-                out=str(tmp_path / "runs"), quiet=True)  # fmt: skip
+    spec = dict(
+        dataset="synthetic",
+        method="finetune",
+        backbone="parbench-tiny",
+        overrides=FAST,
+        out=str(tmp_path / "runs"),
+        quiet=True,
+    )
     rec = run(RunSpec(**spec))
     run_dir = Path(rec["run_dir"])
     log = (run_dir / "log.jsonl").read_text()
@@ -148,14 +192,13 @@ def test_interrupted_run_is_never_cleared_and_finished_run_is_reported(tmp_path)
     (run_dir / "last.pt").write_bytes(b"checkpoint of epoch 1")
     with pytest.raises(ParbenchError, match="--resume"):
         run(RunSpec(**spec))
-    assert (run_dir / "last.pt").read_bytes() == b"checkpoint of epoch 1" and (
-        run_dir / "log.jsonl"
-    ).read_text() == log
+    assert (run_dir / "last.pt").read_bytes() == b"checkpoint of epoch 1" and (run_dir / "log.jsonl").read_text() == log
 
 
 def test_a_failed_attempt_is_moved_aside_not_deleted(tmp_path):
-    spec = dict(dataset="synthetic", method="finetune", backbone="parbench-tiny", out=str(tmp_path / "runs"),
-                quiet=True)  # fmt: skip
+    spec = dict(
+        dataset="synthetic", method="finetune", backbone="parbench-tiny", out=str(tmp_path / "runs"), quiet=True
+    )
     with pytest.raises(ParbenchError, match="finite loss"):
         run(RunSpec(overrides={**FAST, "lr": 1e10}, **spec))
     run_dir = next((tmp_path / "runs").iterdir())
@@ -176,9 +219,7 @@ def test_divergence_stops_the_run_and_is_stored_as_failed(tmp_path):
 
     s = Store(store, create=False)
     assert s.records() == [] and [r["status"] for r in s.records(status=None)] == ["failed"]
-    page = CliRunner().invoke(
-        app, ["report", "--store", str(store), "--out", str(tmp_path / "rep"), "--include-smoke"]
-    )
+    page = CliRunner().invoke(app, ["report", "--store", str(store), "--out", str(tmp_path / "rep"), "--include-smoke"])
     assert page.exit_code == 0, page.output
     html = (tmp_path / "rep" / "index.html").read_text()
     assert 'id="failed"' in html and "50.00" not in html
@@ -203,9 +244,7 @@ def test_divergence_stops_the_run_and_is_stored_as_failed(tmp_path):
 def test_score_validates_its_arrays_and_names_the_file(tmp_path, labels, probs, extra, needle, culprit):
     np.save(tmp_path / "l.npy", np.asarray(labels))
     np.save(tmp_path / "p.npy", np.asarray(probs, dtype=float))
-    code, out, err = cli(
-        "score", "--labels", tmp_path / "l.npy", "--probs", tmp_path / "p.npy", "--json", *extra
-    )
+    code, out, err = cli("score", "--labels", tmp_path / "l.npy", "--probs", tmp_path / "p.npy", "--json", *extra)
     one_line_error(code, err, needle)
     if culprit.endswith(".npy: "):  # the file to fix, as every other error names it
         assert err.startswith(f"error: {tmp_path / culprit}"), err
@@ -300,8 +339,16 @@ def test_sixteen_bit_png_keeps_its_grey_levels(tmp_path):
 
 def test_decompression_bomb_is_one_line(tmp_path):
     Image.new("1", (20000, 20000)).save(tmp_path / "bomb.png")
-    rec = run(RunSpec(dataset="synthetic", method="zeroshot", backbone="parbench-tiny", overrides=FAST,
-                      out=str(tmp_path / "runs"), quiet=True))  # fmt: skip
+    rec = run(
+        RunSpec(
+            dataset="synthetic",
+            method="zeroshot",
+            backbone="parbench-tiny",
+            overrides=FAST,
+            out=str(tmp_path / "runs"),
+            quiet=True,
+        )
+    )
     code, _, err = cli("predict", "--run", rec["run_dir"], tmp_path / "bomb.png")
     one_line_error(code, err, "bomb.png", "DecompressionBomb")
 
@@ -318,9 +365,7 @@ def test_nonsense_settings_stop_before_anything_runs(tmp_path, setting, needle):
 
 def test_suite_checks_names_and_seeds(tmp_path):
     bad = tmp_path / "a.toml"
-    bad.write_text(
-        'name = "a"\ndatasets = ["synthetik"]\nmethods = ["zeroshot"]\nbackbones = ["parbench-tiny"]\n'
-    )
+    bad.write_text('name = "a"\ndatasets = ["synthetik"]\nmethods = ["zeroshot"]\nbackbones = ["parbench-tiny"]\n')
     code, _, err = cli("suite", bad, "--dry-run")
     one_line_error(code, err, "synthetik")
     bad.write_text('name = "a"\ndatasets = ["synthetic"]\nmethods = ["zeroshot"]\nseeds = ["zero"]\n')
@@ -352,8 +397,11 @@ def test_corrupt_store_and_merge_source(tmp_path):
 
 
 def test_mistyped_store_creates_nothing(tmp_path):
-    for args in (("runs", "export", "--store", tmp_path / "typo.sqlite"), ("runs", "list", "--store", tmp_path / "typo.sqlite"),
-                 ("store", "merge", tmp_path / "all.sqlite", tmp_path / "typo.sqlite")):  # fmt: skip
+    for args in (
+        ("runs", "export", "--store", tmp_path / "typo.sqlite"),
+        ("runs", "list", "--store", tmp_path / "typo.sqlite"),
+        ("store", "merge", tmp_path / "all.sqlite", tmp_path / "typo.sqlite"),
+    ):
         code, _, err = cli(*args)
         one_line_error(code, err, "typo.sqlite", "no such file")
     assert not (tmp_path / "typo.sqlite").exists()
@@ -361,8 +409,11 @@ def test_mistyped_store_creates_nothing(tmp_path):
 
 def test_corrupt_last_pt_on_resume(tmp_path):
     out = tmp_path / "runs"
-    rec = run(RunSpec(dataset="synthetic", method="finetune", backbone="parbench-tiny", overrides=FAST, out=str(out),
-                      quiet=True))  # fmt: skip
+    rec = run(
+        RunSpec(
+            dataset="synthetic", method="finetune", backbone="parbench-tiny", overrides=FAST, out=str(out), quiet=True
+        )
+    )
     run_dir = Path(rec["run_dir"])
     (run_dir / "record.json").unlink()
     (run_dir / "last.pt").write_bytes(b"\x00" * 100)
@@ -375,8 +426,10 @@ def _raw_row(store_path, record: dict) -> None:
     import sqlite3
 
     con = sqlite3.connect(store_path)
-    con.execute("INSERT INTO runs (run_id, dataset, method, record) VALUES (?, ?, ?, ?)",
-                (record["run_id"], record["dataset"], record["method"], json.dumps(record)))  # fmt: skip
+    con.execute(
+        "INSERT INTO runs (run_id, dataset, method, record) VALUES (?, ?, ?, ?)",
+        (record["run_id"], record["dataset"], record["method"], json.dumps(record)),
+    )
     con.commit()
     con.close()
 
@@ -437,8 +490,16 @@ def test_long_error_paths_stay_on_one_line(tmp_path):
 
 
 def test_promptpar_trains_when_the_last_batch_would_hold_one_sample(tmp_path):
-    rec = run(RunSpec(dataset="synthetic", method="promptpar", backbone="parbench-tiny", out=str(tmp_path / "r"),
-                      overrides={**FAST, "limit": 33, "epochs": 1, "fusion_dim": 32, "fusion_heads": 2}, quiet=True))  # fmt: skip
+    rec = run(
+        RunSpec(
+            dataset="synthetic",
+            method="promptpar",
+            backbone="parbench-tiny",
+            out=str(tmp_path / "r"),
+            overrides={**FAST, "limit": 33, "epochs": 1, "fusion_dim": 32, "fusion_heads": 2},
+            quiet=True,
+        )
+    )
     assert rec["status"] == "finished"
 
 
@@ -446,8 +507,10 @@ def test_promptpar_trains_when_the_last_batch_would_hold_one_sample(tmp_path):
 def _tmpfs(path: Path, size: str, readonly: bool = False):
     path.mkdir(parents=True, exist_ok=True)
     opts = f"size={size}" + (",ro" if readonly else "")
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
-                                           capture_output=True).returncode != 0:  # fmt: skip
+    if (
+        os.geteuid() != 0
+        or subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True).returncode != 0
+    ):
         pytest.skip(
             "mounting a tmpfs needs root (CAP_SYS_ADMIN); as a normal user the read-only and full-disk "
             "cases cannot be staged (root bypasses file permissions, so chmod would not do)"
@@ -484,8 +547,20 @@ def test_missing_images_and_bad_seeds_stop_before_training(tmp_path):
 
     root = _peta(tmp_path / "PETA", n=60)
     (root / "images" / "00007.png").unlink()
-    code, _, err = cli("run", "--dataset", "PETA", "--root", root, "--method", "linear-probe", "--backbone",
-                       "parbench-tiny", "--out", tmp_path / "runs", *_sets({**FAST, "limit": 0}))  # fmt: skip
+    code, _, err = cli(
+        "run",
+        "--dataset",
+        "PETA",
+        "--root",
+        root,
+        "--method",
+        "linear-probe",
+        "--backbone",
+        "parbench-tiny",
+        "--out",
+        tmp_path / "runs",
+        *_sets({**FAST, "limit": 0}),
+    )
     one_line_error(code, err, "missing", "00007.png")
     code, _, err = cli(*RUN, "--out", tmp_path / "runs", "--seed", "-1")
     one_line_error(code, err, "--seed")

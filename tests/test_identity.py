@@ -43,9 +43,7 @@ def _peta(root, n=60):
     (root / "images").mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
     for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (48, 24, 3), dtype=np.uint8)).save(
-            root / "images" / f"{i + 1:05d}.png"
-        )
+        Image.fromarray(rng.integers(0, 256, (48, 24, 3), dtype=np.uint8)).save(root / "images" / f"{i + 1:05d}.png")
     return root
 
 
@@ -53,8 +51,17 @@ def test_eval_of_a_split_file_run_uses_its_split(tmp_path):
     split = tmp_path / "split.json"
     r = CliRunner().invoke(app, ["datasets", "zs-split", "synthetic", "--seed", "3", "-o", str(split)])
     assert r.exit_code == 0, r.output
-    rec = run(RunSpec(dataset="synthetic", method="linear-probe", backbone="parbench-tiny", split_file=str(split),
-                      overrides=FAST, out=str(tmp_path / "runs"), quiet=True))  # fmt: skip
+    rec = run(
+        RunSpec(
+            dataset="synthetic",
+            method="linear-probe",
+            backbone="parbench-tiny",
+            split_file=str(split),
+            overrides=FAST,
+            out=str(tmp_path / "runs"),
+            quiet=True,
+        )
+    )
     res = _eval(rec["run_dir"])
     assert res["data_from_run"] == ["split_file"] and res["data"]["split_file"] == str(split)
     assert res["metrics"] == rec["metrics"]  # the same test images, the same way: exactly
@@ -65,8 +72,15 @@ def test_eval_of_a_split_file_run_uses_its_split(tmp_path):
 
 def test_eval_of_a_partition_1_run_uses_partition_1(tmp_path):
     root = _peta(tmp_path / "PETA")
-    spec = dict(dataset="PETA", method="linear-probe", backbone="parbench-tiny", root=str(root),
-                overrides={**FAST, "limit": 0}, out=str(tmp_path / "runs"), quiet=True)  # fmt: skip
+    spec = dict(
+        dataset="PETA",
+        method="linear-probe",
+        backbone="parbench-tiny",
+        root=str(root),
+        overrides={**FAST, "limit": 0},
+        out=str(tmp_path / "runs"),
+        quiet=True,
+    )
     rec = run(RunSpec(partition=1, **spec))
     res = _eval(rec["run_dir"])
     assert res["data"]["partition"] == 1 and "partition" in res["data_from_run"]
@@ -79,8 +93,20 @@ def test_eval_of_a_partition_1_run_uses_partition_1(tmp_path):
 
 def test_random_weights_key_on_the_seed_and_eval_reproduces_each(tmp_path):
     """Seed 1 after seed 0 on random weights: its own features, not seed 0's cached ones."""
-    recs = [run(RunSpec(dataset="synthetic", method="linear-probe", backbone="parbench-tiny", seed=s, overrides=FAST,
-                        out=str(tmp_path / "runs"), quiet=True)) for s in (0, 1)]  # fmt: skip
+    recs = [
+        run(
+            RunSpec(
+                dataset="synthetic",
+                method="linear-probe",
+                backbone="parbench-tiny",
+                seed=s,
+                overrides=FAST,
+                out=str(tmp_path / "runs"),
+                quiet=True,
+            )
+        )
+        for s in (0, 1)
+    ]
     assert recs[0]["key"] != recs[1]["key"]
     for rec in recs:
         assert _eval(rec["run_dir"])["metrics"] == rec["metrics"]
@@ -92,12 +118,17 @@ def test_overwritten_weights_file_is_another_run_and_restore_refuses_it(tmp_path
     from parbench.backbones.tiny import TinyPretrainSpec, ensure_weights
 
     path = tmp_path / "w.pt"
-    small = lambda seed: TinyPretrainSpec(
-        identities=8, images_per_identity=2, epochs=1, batch_size=8, data_seed=seed
-    )
+    small = lambda seed: TinyPretrainSpec(identities=8, images_per_identity=2, epochs=1, batch_size=8, data_seed=seed)
     shutil.copy(ensure_weights(small(70)), path)
-    spec = dict(dataset="synthetic", method="linear-probe", backbone="parbench-tiny", pretrained=str(path),
-                overrides=FAST, out=str(tmp_path / "runs"), quiet=True)  # fmt: skip
+    spec = dict(
+        dataset="synthetic",
+        method="linear-probe",
+        backbone="parbench-tiny",
+        pretrained=str(path),
+        overrides=FAST,
+        out=str(tmp_path / "runs"),
+        quiet=True,
+    )
     first = run(RunSpec(**spec))
     shutil.copy(ensure_weights(small(71)), path)  # same path, other weights
     second = run(RunSpec(**spec))
@@ -114,8 +145,14 @@ def test_other_annotation_content_is_another_run(tmp_path):
     """Two copies of a dataset whose annotations differ are two runs: neither overwrites the other."""
     a, b = _peta(tmp_path / "a"), _peta(tmp_path / "b")
     originals.peta(b, n=60, seed=6)  # the same files, other labels
-    spec = dict(dataset="PETA", method="zeroshot", backbone="parbench-tiny", overrides={"limit": 16, "bootstrap": 0},
-                out=str(tmp_path / "runs"), quiet=True)  # fmt: skip
+    spec = dict(
+        dataset="PETA",
+        method="zeroshot",
+        backbone="parbench-tiny",
+        overrides={"limit": 16, "bootstrap": 0},
+        out=str(tmp_path / "runs"),
+        quiet=True,
+    )
     ra, rb = run(RunSpec(root=str(a), **spec)), run(RunSpec(root=str(b), **spec))
     assert ra["run_dir"] != rb["run_dir"]
     assert json.loads((tmp_path / "runs" / ra["run_id"] / "record.json").read_text())["root"] == str(a)
@@ -127,9 +164,7 @@ def test_building_tiny_weights_leaves_the_global_rng_alone():
     torch.manual_seed(5)
     want = torch.rand(3)
     torch.manual_seed(5)
-    ensure_weights(
-        TinyPretrainSpec(identities=8, images_per_identity=2, epochs=1, batch_size=8, data_seed=72)
-    )
+    ensure_weights(TinyPretrainSpec(identities=8, images_per_identity=2, epochs=1, batch_size=8, data_seed=72))
     assert torch.equal(torch.rand(3), want)
 
 
@@ -137,8 +172,12 @@ def test_choice_settings_fail_at_parse_time():
     from parbench.engine.config import resolve_config
     from parbench.methods import get_method
 
-    for key, value in (("normalization", "halfx"), ("select_on", "vall"), ("unspecified", "skip"),
-                       ("interpolation", "nearest")):  # fmt: skip
+    for key, value in (
+        ("normalization", "halfx"),
+        ("select_on", "vall"),
+        ("unspecified", "skip"),
+        ("interpolation", "nearest"),
+    ):
         with pytest.raises(ParbenchError, match=key):
             resolve_config(get_method("finetune"), {key: value})
     with pytest.raises(ParbenchError, match="tune"):

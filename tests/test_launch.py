@@ -60,8 +60,11 @@ def test_dry_run_shows_the_plan(tmp_path):
 @pytest.mark.slow
 def test_local_parallel_processes_write_their_own_stores_and_collect(tmp_path):
     path = _suite(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "parbench", "suite", str(path), "--launcher", "local-parallel",
-                           "--jobs", "2", "--json"], capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbench", "suite", str(path), "--launcher", "local-parallel", "--jobs", "2", "--json"],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     plan = json.loads(proc.stdout)
     assert [r["exit"] for r in plan["results"]] == [0, 0] and plan["collected"]["missing"] == 0
@@ -76,14 +79,10 @@ def test_local_parallel_processes_write_their_own_stores_and_collect(tmp_path):
 def test_submitit_local_executor(tmp_path):
     pytest.importorskip("submitit")
     suite = load_suite(_suite(tmp_path))
-    plan = launch.launch(
-        suite, "slurm", jobs=2, slurm={"cpus_per_task": 1, "time": 10}, cluster="local", wait=True
-    )
+    plan = launch.launch(suite, "slurm", jobs=2, slurm={"cpus_per_task": 1, "time": 10}, cluster="local", wait=True)
     assert len(plan["submitted"]) == 2 and plan["collected"]["missing"] == 0
     _every_run_once(suite)
-    assert (
-        launch.collect(suite)["merged"] == 4 and Store(suite.store).count() == 4
-    )  # collecting again: idempotent
+    assert launch.collect(suite)["merged"] == 4 and Store(suite.store).count() == 4  # collecting again: idempotent
 
 
 @pytest.mark.slow
@@ -93,8 +92,9 @@ def test_real_single_node_slurm(tmp_path):
     with single_node_slurm(tmp_path / "slurm") as (env, start_s):
 
         def parbench(*args):
-            proc = subprocess.run([sys.executable, "-m", "parbench", "suite", str(path), *args], capture_output=True,
-                                  text=True, env=env)  # fmt: skip
+            proc = subprocess.run(
+                [sys.executable, "-m", "parbench", "suite", str(path), *args], capture_output=True, text=True, env=env
+            )
             assert proc.returncode == 0, proc.stderr[-3000:]
             return proc
 
@@ -114,8 +114,9 @@ def test_real_single_node_slurm(tmp_path):
         for store in (victim["store"], suite.store):
             with sqlite3.connect(store) as con:
                 con.execute("DELETE FROM runs WHERE run_id = ?", (lost["run_id"],))
-        listed = subprocess.run([sys.executable, "-m", "parbench", "suite", str(path), "--collect"], capture_output=True,
-                                text=True, env=env)  # fmt: skip
+        listed = subprocess.run(
+            [sys.executable, "-m", "parbench", "suite", str(path), "--collect"], capture_output=True, text=True, env=env
+        )
         assert f"shard {victim['shard']}" in listed.stderr and victim["stderr"] in listed.stderr
         resub = parbench("--launcher", "slurm", "--jobs", "2", "--cpus", "1", "--time", "30")
         again = re.findall(r"^job (\d+): shard (\S+),", resub.stdout, re.M)

@@ -50,11 +50,7 @@ def test_only_the_intended_parameters_learn(method, learns):
         else:
             assert not p.requires_grad and p.grad is None, name
     if method == "lora":  # B starts at zero, so A gets no gradient yet: B must get one
-        assert any(
-            p.grad is not None and p.grad.abs().sum() > 0
-            for n, p in model.named_parameters()
-            if "lora_B" in n
-        )
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in model.named_parameters() if "lora_B" in n)
     else:
         assert model.prompts.grad.abs().sum() > 0
 
@@ -62,8 +58,17 @@ def test_only_the_intended_parameters_learn(method, learns):
 @pytest.mark.parametrize("method", ["lora", "vpt-deep"])
 def test_same_seed_same_numbers(method, tmp_path):
     def go(out, seed=0):
-        return run(RunSpec(dataset="synthetic", method=method, backbone="parbench-tiny", seed=seed, overrides=FAST,
-                           out=str(tmp_path / out), quiet=True))  # fmt: skip
+        return run(
+            RunSpec(
+                dataset="synthetic",
+                method=method,
+                backbone="parbench-tiny",
+                seed=seed,
+                overrides=FAST,
+                out=str(tmp_path / out),
+                quiet=True,
+            )
+        )
 
     a, b = go("a"), go("b")
     assert a["metrics"] == b["metrics"] and a["ranking"]["map"] is not None
@@ -95,8 +100,13 @@ def test_zeroshot_shares_linear_probe_features_and_fits_on_val_only(tmp_path):
     np.testing.assert_allclose(fitted["thresholds"], per)
     assert fitted["global_threshold"] == glob
     # another prompt set: a new text bank, the same cached image features
-    other = run(RunSpec(method="zeroshot", out=str(tmp_path / "zs2"), **{**spec, "overrides": {**spec["overrides"],
-                        "prompt_set": "photo"}}))  # fmt: skip
+    other = run(
+        RunSpec(
+            method="zeroshot",
+            out=str(tmp_path / "zs2"),
+            **{**spec, "overrides": {**spec["overrides"], "prompt_set": "photo"}},
+        )
+    )
     assert len(list((cache_dir() / "features").glob("*.npy"))) == n_files
     assert other["metrics"] != zs["metrics"]
 

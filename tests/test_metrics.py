@@ -123,9 +123,13 @@ def test_average_precision_and_auroc_match_scikit_learn():
     labels = np.array([[1, 0, 255], [0, 0, 1], [1, 255, 0], [0, 1, 1]], np.uint8)
     probs = np.array([[0.9, 0.2, 0.7], [0.3, 0.1, 0.6], [0.8, 0.6, 0.2], [0.4, 0.7, 0.9]])
     r = ranking_metrics(labels, probs, "ignore")  # 255 left out of attribute 2 and 3's rankings
-    want = np.mean([sk.average_precision_score(labels[[0, 1, 2, 3], 0], probs[:, 0]),
-                    sk.average_precision_score(labels[[0, 1, 3], 1], probs[[0, 1, 3], 1]),
-                    sk.average_precision_score(labels[[1, 2, 3], 2], probs[[1, 2, 3], 2])])  # fmt: skip
+    want = np.mean(
+        [
+            sk.average_precision_score(labels[[0, 1, 2, 3], 0], probs[:, 0]),
+            sk.average_precision_score(labels[[0, 1, 3], 1], probs[[0, 1, 3], 1]),
+            sk.average_precision_score(labels[[1, 2, 3], 2], probs[[1, 2, 3], 2]),
+        ]
+    )
     assert r["map"] == pytest.approx(want) and r["n_ap"] == 3
     neg = ranking_metrics(labels, probs, "negative")  # 255 counts as a negative there
     assert neg["label_ap"][1] == pytest.approx(sk.average_precision_score([0, 0, 0, 1], probs[:, 1]))

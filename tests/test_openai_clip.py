@@ -18,9 +18,18 @@ from clip import model as openai_model  # noqa: E402
 from parbench.backbones import create_backbone  # noqa: E402
 from parbench.cards import load_card  # noqa: E402
 
-VIT_B_16 = dict(embed_dim=512, image_resolution=224, vision_layers=12, vision_width=768, vision_patch_size=16,
-                context_length=77, vocab_size=49408, transformer_width=512, transformer_heads=8,
-                transformer_layers=12)  # fmt: skip
+VIT_B_16 = dict(
+    embed_dim=512,
+    image_resolution=224,
+    vision_layers=12,
+    vision_width=768,
+    vision_patch_size=16,
+    context_length=77,
+    vocab_size=49408,
+    transformer_width=512,
+    transformer_heads=8,
+    transformer_layers=12,
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +111,16 @@ def test_openai_jit_archive_is_quickgelu(openai_file, inputs, tmp_path):
     torch.testing.assert_close(txt, want_txt, rtol=0, atol=1e-5)
 
 
-def _reference_checkpoint(clip_sd: dict, card, text_width: int, out_dim: int, layers_text: int, seed: int = 0,
-                          readme: bool = True, visual_tokens: int = 257) -> dict:  # fmt: skip
+def _reference_checkpoint(
+    clip_sd: dict,
+    card,
+    text_width: int,
+    out_dim: int,
+    layers_text: int,
+    seed: int = 0,
+    readme: bool = True,
+    visual_tokens: int = 257,
+) -> dict:
     """A PromptPAR checkpoint laid out exactly as the reference's train.py saves it, written key by key here
     (not through parbench's exporter): the whole CLIP with the prompt tensors inside it, the fusion model's
     state dict, the fusion SGD state, and `result` as its metrics EasyDict of numpy values."""
@@ -126,9 +143,15 @@ def _reference_checkpoint(clip_sd: dict, card, text_width: int, out_dim: int, la
             ("running_var", torch.ones(A) + r(A).abs()),
             ("num_batches_tracked", torch.tensor(7)),
         ):
-            clip_model[f"agg_bn.{k}"] = v  # fmt: skip
-    fusion = {"word_embed.weight": r(D, out_dim), "word_embed.bias": r(D), "visual_embed.weight": r(D, out_dim),
-              "visual_embed.bias": r(D), "norm.weight": 1 + r(D), "norm.bias": r(D)}  # fmt: skip
+            clip_model[f"agg_bn.{k}"] = v
+    fusion = {
+        "word_embed.weight": r(D, out_dim),
+        "word_embed.bias": r(D),
+        "visual_embed.weight": r(D, out_dim),
+        "visual_embed.bias": r(D),
+        "norm.weight": 1 + r(D),
+        "norm.bias": r(D),
+    }
     if readme:
         for k, shape in (
             ("norm1.weight", (D,)),
@@ -144,21 +167,46 @@ def _reference_checkpoint(clip_sd: dict, card, text_width: int, out_dim: int, la
             ("mlp.fc2.weight", (D, 4 * D)),
             ("mlp.fc2.bias", (D,)),
         ):
-            fusion[f"blocks.0.{k}"] = r(*shape) + (1.0 if "norm" in k and k.endswith("weight") else 0.0)  # fmt: skip
+            fusion[f"blocks.0.{k}"] = r(*shape) + (1.0 if "norm" in k and k.endswith("weight") else 0.0)
     else:
         fusion["linear_layer.weight"] = r(A, A + visual_tokens + 50)
         fusion["linear_layer.bias"] = r(A)
     for i in range(A):
         fusion[f"weight_layer.{i}.weight"] = r(1, D)
         fusion[f"weight_layer.{i}.bias"] = r(1)
-    fusion.update({"bn.weight": 1 + r(A).abs(), "bn.bias": r(A), "bn.running_mean": r(A),
-                   "bn.running_var": 1 + r(A).abs(), "bn.num_batches_tracked": torch.tensor(7)})  # fmt: skip
-    result = easydict.EasyDict(ma=np.float64(0.61), label_ma=np.linspace(0.5, 0.7, A), instance_acc=np.float64(0.4),
-                               label_pos_recall=np.linspace(0.1, 0.9, A))  # fmt: skip
-    optimizer = {"state": {0: {"momentum_buffer": r(D, out_dim)}},
-                 "param_groups": [{"lr": 8e-3, "momentum": 0.9, "dampening": 0, "weight_decay": 1e-4,
-                                   "nesterov": False, "maximize": False, "foreach": None, "differentiable": False,
-                                   "fused": None, "initial_lr": 8e-3, "params": [0]}]}  # fmt: skip
+    fusion.update(
+        {
+            "bn.weight": 1 + r(A).abs(),
+            "bn.bias": r(A),
+            "bn.running_mean": r(A),
+            "bn.running_var": 1 + r(A).abs(),
+            "bn.num_batches_tracked": torch.tensor(7),
+        }
+    )
+    result = easydict.EasyDict(
+        ma=np.float64(0.61),
+        label_ma=np.linspace(0.5, 0.7, A),
+        instance_acc=np.float64(0.4),
+        label_pos_recall=np.linspace(0.1, 0.9, A),
+    )
+    optimizer = {
+        "state": {0: {"momentum_buffer": r(D, out_dim)}},
+        "param_groups": [
+            {
+                "lr": 8e-3,
+                "momentum": 0.9,
+                "dampening": 0,
+                "weight_decay": 1e-4,
+                "nesterov": False,
+                "maximize": False,
+                "foreach": None,
+                "differentiable": False,
+                "fused": None,
+                "initial_lr": 8e-3,
+                "params": [0],
+            }
+        ],
+    }
     return {
         "epoch": 12,
         "optimizer": optimizer,
@@ -175,9 +223,7 @@ def _images(root, n, seed=0):
     (root / "images").mkdir(parents=True, exist_ok=True)
     for i in range(n):
         h, w = int(rng.integers(120, 200)), int(rng.integers(40, 90))
-        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(
-            root / "images" / f"{i + 1:05d}.png"
-        )
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(root / "images" / f"{i + 1:05d}.png")
 
 
 @pytest.mark.slow
@@ -198,8 +244,10 @@ def test_reference_layout_checkpoint_around_openai_clip_imports_and_predicts(ope
     root.mkdir()
     originals.peta(root, n=20, seed=3)
     _images(root, 20)
-    res = CliRunner().invoke(app, ["eval", "--checkpoint", str(file), "--dataset", "PETA", "--root", str(root),
-                                   "--set", "device=cpu", "--json"])  # fmt: skip
+    res = CliRunner().invoke(
+        app,
+        ["eval", "--checkpoint", str(file), "--dataset", "PETA", "--root", str(root), "--set", "device=cpu", "--json"],
+    )
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
     assert out["format"] == "reference" and out["activation"] == "quickgelu"

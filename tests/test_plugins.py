@@ -16,7 +16,7 @@ from tests.test_faults import one_line_error
 FAST = {"limit": 48, "epochs": 1, "batch_size": 16, "eval_batch_size": 48, "bootstrap": 0}
 ROOT = Path(__file__).resolve().parent.parent
 
-PLAIN = '''
+PLAIN = """
 import torch.nn as nn
 from parbench.api import freeze, plain_method
 
@@ -33,7 +33,7 @@ class Probe(nn.Module):
 
 SPEC = plain_method("my-probe", lambda backbone, card, options: Probe(backbone, card.num_attributes),
                     recipe={"optimizer": "adamw", "lr": 1e-3, "epochs": 1})
-'''
+"""
 
 
 def _plugin(tmp_path: Path, body: str, name: str = "my_method.py") -> Path:
@@ -43,15 +43,26 @@ def _plugin(tmp_path: Path, body: str, name: str = "my_method.py") -> Path:
 
 
 def cli(*args, env=None, cwd=None):
-    proc = subprocess.run([sys.executable, "-m", "parbench", *map(str, args)], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, cwd=cwd)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbench", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
     return proc.returncode, proc.stdout, proc.stderr
 
 
 def test_a_method_from_a_file_runs_and_an_edit_is_a_new_run(tmp_path):
     path = _plugin(tmp_path, PLAIN)
-    spec = lambda: RunSpec(dataset="synthetic", method=f"{path}:SPEC", backbone="parbench-tiny", overrides=FAST,
-                           out=str(tmp_path / "runs"), quiet=True)  # fmt: skip
+    spec = lambda: RunSpec(
+        dataset="synthetic",
+        method=f"{path}:SPEC",
+        backbone="parbench-tiny",
+        overrides=FAST,
+        out=str(tmp_path / "runs"),
+        quiet=True,
+    )
     rec = run(spec())
     assert rec["method"] == "my-probe" and rec["status"] == "finished"
     origin = rec["identity"]["method_origin"]
@@ -77,14 +88,26 @@ def test_a_module_method_and_its_info(tmp_path):
     (pkg / "__init__.py").write_text("")
     _plugin(pkg, PLAIN, "probe.py")
     env = {"PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
-    code, out, err = cli("methods", "info", "mypkg.probe:SPEC", "--backbone", "parbench-tiny", "--num-attributes",
-                         "5", "--json", env=env)  # fmt: skip
+    code, out, err = cli(
+        "methods", "info", "mypkg.probe:SPEC", "--backbone", "parbench-tiny", "--num-attributes", "5", "--json", env=env
+    )
     assert code == 0, err
     info = json.loads(out)
     assert info["method"] == "my-probe" and info["trainable_params"] == 64 * 5 + 5
-    code, out, err = cli("run", "--dataset", "synthetic", "--method", "mypkg.probe:SPEC", "--backbone",
-                         "parbench-tiny", "--out", tmp_path / "runs", "--json",
-                         *[x for k, v in FAST.items() for x in ("--set", f"{k}={v}")], env=env)  # fmt: skip
+    code, out, err = cli(
+        "run",
+        "--dataset",
+        "synthetic",
+        "--method",
+        "mypkg.probe:SPEC",
+        "--backbone",
+        "parbench-tiny",
+        "--out",
+        tmp_path / "runs",
+        "--json",
+        *[x for k, v in FAST.items() for x in ("--set", f"{k}={v}")],
+        env=env,
+    )
     assert code == 0, err
     origin = json.loads(out)["identity"]["method_origin"]
     assert origin["kind"] == "module" and origin["module"] == "mypkg.probe" and len(origin["sha256"]) == 64
@@ -113,8 +136,18 @@ BAD = {
 def test_a_broken_plugin_is_one_line_naming_it(tmp_path, case):
     body, attr, needles = BAD[case]
     path = _plugin(tmp_path, body)
-    code, _, err = cli("run", "--dataset", "synthetic", "--method", f"{path}:{attr}", "--backbone", "parbench-tiny",
-                         "--out", tmp_path / "runs", *[x for k, v in FAST.items() for x in ("--set", f"{k}={v}")])  # fmt: skip
+    code, _, err = cli(
+        "run",
+        "--dataset",
+        "synthetic",
+        "--method",
+        f"{path}:{attr}",
+        "--backbone",
+        "parbench-tiny",
+        "--out",
+        tmp_path / "runs",
+        *[x for k, v in FAST.items() for x in ("--set", f"{k}={v}")],
+    )
     one_line_error(code, err, *needles)
     assert "my_method.py" in err
     assert not list((tmp_path / "runs").glob("*/record.json"))
@@ -136,27 +169,45 @@ def test_entry_point_methods_are_listed_with_their_distribution(tmp_path):
     (pkg / "__init__.py").write_text("")
     _plugin(pkg, PLAIN.replace('"my-probe"', '"ep-probe"'), "m.py")
     (pkg / "broken.py").write_text("import no_such_module_anywhere\n")
-    _dist_info(site, "my-plugin", "1.2.3", """
+    _dist_info(
+        site,
+        "my-plugin",
+        "1.2.3",
+        """
         [parbench.methods]
         ep-probe = my_plugin.m:SPEC
         broken = my_plugin.broken:SPEC
         finetune = my_plugin.m:SPEC
-        """)  # fmt: skip
+        """,
+    )
     env = {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}
     code, out, err = cli("methods", "list", "--json", env=env)
     assert code == 0, err
     rows = {r["name"]: r for r in json.loads(out)}
     assert rows["ep-probe"]["origin_text"] == "my-plugin 1.2.3" and rows["finetune"]["origin_text"] == "built-in"
     assert rows["ep-probe"]["origin"]["distribution"] == "my-plugin" and len(rows["ep-probe"]["origin"]["sha256"]) == 64
-    assert "cannot be loaded" in rows["broken"]["description"] and "no_such_module_anywhere" in rows["broken"]["description"]
+    assert (
+        "cannot be loaded" in rows["broken"]["description"]
+        and "no_such_module_anywhere" in rows["broken"]["description"]
+    )
     assert "entry point 'finetune' of my-plugin skipped" in err  # a built-in name is never replaced
-    code, out, err = cli("run", "--dataset", "synthetic", "--method", "broken", "--backbone", "parbench-tiny",
-                         "--out", tmp_path / "runs", env=env)  # fmt: skip
+    code, out, err = cli(
+        "run",
+        "--dataset",
+        "synthetic",
+        "--method",
+        "broken",
+        "--backbone",
+        "parbench-tiny",
+        "--out",
+        tmp_path / "runs",
+        env=env,
+    )
     err = "".join(x + "\n" for x in err.splitlines() if not x.startswith("warning: parbench.methods entry point"))
     one_line_error(code, err, "method plugin", "broken", "ModuleNotFoundError")
 
 
-READER = '''
+READER = """
 import json
 
 import numpy as np
@@ -168,7 +219,7 @@ def read(card, root, partition=0):
     return PARDataset(name=card.name, attributes=card.attribute_names, labels=np.asarray(doc["labels"], np.uint8),
                       relpaths=doc["images"], root=root,
                       partitions={k: np.asarray(v, np.int64) for k, v in doc["splits"].items()})
-'''
+"""
 
 
 def test_a_reader_from_an_installed_distribution(tmp_path):
@@ -178,13 +229,17 @@ def test_a_reader_from_an_installed_distribution(tmp_path):
     _dist_info(site, "my-reader", "0.3.0", "[parbench.readers]\nmy-json = my_reader:read\n")
     data = tmp_path / "data"
     data.mkdir()
-    doc = {"images": ["a.png", "b.png", "c.png"], "labels": [[1, 0], [0, 255], [1, 1]],
-           "splits": {"train": [0, 1], "test": [2]}}  # fmt: skip
+    doc = {
+        "images": ["a.png", "b.png", "c.png"],
+        "labels": [[1, 0], [0, 255], [1, 1]],
+        "splits": {"train": [0, 1], "test": [2]},
+    }
     (data / "ann.json").write_text(json.dumps(doc))
     for name in doc["images"]:
         (data / name).write_bytes(b"x")
     card = tmp_path / "mine.toml"
-    card.write_text(textwrap.dedent('''
+    card.write_text(
+        textwrap.dedent("""
         name = "mine"
         version = 1
         reader = "my-json"
@@ -203,7 +258,8 @@ def test_a_reader_from_an_installed_distribution(tmp_path):
         group = "attachments"
         positive = "a bag"
         negative = "no bag"
-        '''))  # fmt: skip
+        """)
+    )
     env = {"PYTHONPATH": f"{site}{os.pathsep}{ROOT}"}
     code, out, err = cli("datasets", "prepare", card, "--root", data, "--json", env=env)
     assert code == 0, err
@@ -217,8 +273,10 @@ def test_a_suite_names_a_method_file_relative_to_itself(tmp_path):
     (tmp_path / "methods").mkdir()
     _plugin(tmp_path / "methods", PLAIN)
     suite = tmp_path / "grid.toml"
-    suite.write_text('datasets = ["synthetic"]\nmethods = ["methods/my_method.py:SPEC"]\nbackbones = ["parbench-tiny"]\n'
-                     'seeds = [0, 1]\n[methods_set."methods/my_method.py:SPEC"]\nepochs = 3\n')  # fmt: skip
+    suite.write_text(
+        'datasets = ["synthetic"]\nmethods = ["methods/my_method.py:SPEC"]\nbackbones = ["parbench-tiny"]\n'
+        'seeds = [0, 1]\n[methods_set."methods/my_method.py:SPEC"]\nepochs = 3\n'
+    )
     specs = load_suite(suite).specs
     assert [s.method for s in specs] == [f"{tmp_path / 'methods' / 'my_method.py'}:SPEC"] * 2
     assert specs[0].overrides["epochs"] == 3 and specs[0].identity()["train"]["epochs"] == 3

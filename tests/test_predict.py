@@ -18,16 +18,26 @@ SETS = {"epochs": 1, "limit": 24, "fusion_dim": 32, "fusion_heads": 2, "batch_si
 @pytest.fixture(scope="module")
 def promptpar_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    return run(RunSpec(dataset="synthetic", method="promptpar", backbone="parbench-tiny", seed=3, overrides=SETS,
-                       out=str(out), quiet=True))  # fmt: skip
+    return run(
+        RunSpec(
+            dataset="synthetic",
+            method="promptpar",
+            backbone="parbench-tiny",
+            seed=3,
+            overrides=SETS,
+            out=str(out),
+            quiet=True,
+        )
+    )
 
 
 def test_predict_reproduces_the_runs_test_probabilities(promptpar_run, tmp_path):
     saved = np.load(f"{promptpar_run['run_dir']}/predictions.npz")
     ds = load_dataset("synthetic")
     files = [str(ds.root / ds.relpaths[i]) for i in saved["index"][:6]]
-    r = CliRunner().invoke(app, ["predict", "--run", promptpar_run["run_dir"], *files, "--format", "csv",
-                                 "-o", str(tmp_path / "p.csv")])  # fmt: skip
+    r = CliRunner().invoke(
+        app, ["predict", "--run", promptpar_run["run_dir"], *files, "--format", "csv", "-o", str(tmp_path / "p.csv")]
+    )
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader(io.StringIO((tmp_path / "p.csv").read_text())))
     attrs = promptpar_run["attributes"]
@@ -41,8 +51,9 @@ def test_predict_reproduces_the_runs_test_probabilities(promptpar_run, tmp_path)
 def test_predict_json_folder_and_threshold(promptpar_run, tmp_path):
     ds = load_dataset("synthetic")
     folder = ds.root / "images"
-    r = CliRunner().invoke(app, ["predict", "--run", promptpar_run["run_dir"], str(folder), "--format", "json",
-                                 "--threshold", "0.0"])  # fmt: skip
+    r = CliRunner().invoke(
+        app, ["predict", "--run", promptpar_run["run_dir"], str(folder), "--format", "json", "--threshold", "0.0"]
+    )
     assert r.exit_code == 0, r.output
     doc = json.loads(r.stdout[r.stdout.index("{") :])
     assert len(doc["predictions"]) == len(ds.relpaths) and doc["threshold"] == 0.0
@@ -50,8 +61,9 @@ def test_predict_json_folder_and_threshold(promptpar_run, tmp_path):
 
 
 def test_eval_of_a_run_matches_its_record(promptpar_run, tmp_path):
-    r = CliRunner().invoke(app, ["eval", "--checkpoint", promptpar_run["run_dir"], "--json",
-                                 "--predictions", str(tmp_path / "e.npz")])  # fmt: skip
+    r = CliRunner().invoke(
+        app, ["eval", "--checkpoint", promptpar_run["run_dir"], "--json", "--predictions", str(tmp_path / "e.npz")]
+    )
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)
     saved = np.load(f"{promptpar_run['run_dir']}/predictions.npz")

@@ -76,9 +76,7 @@ def test_geometry_for_other_grids():
 def _tiny(variant, **kw):
     torch.manual_seed(0)
     bb = create_backbone("parbench-tiny")
-    return build(
-        bb, load_card("synthetic"), PromptParConfig(variant=variant, fusion_dim=32, fusion_heads=2, **kw)
-    )
+    return build(bb, load_card("synthetic"), PromptParConfig(variant=variant, fusion_dim=32, fusion_heads=2, **kw))
 
 
 def _step(model):
@@ -150,9 +148,7 @@ def test_text_tower_cut_after_the_last_eot_equals_all_77_positions():
             p = model.prompt_text_deep[layer].transpose(0, 1)
             x = torch.cat([x[:, :1], p, x[:, 1 if layer == 0 else 1 + n :]], dim=1)[:, :77]
             x = block_forward(blk, x, causal)
-        full = (
-            c.ln_final(x)[torch.arange(x.shape[0]), (tokens.argmax(-1) + n).clamp(max=76)] @ c.text_projection
-        )
+        full = c.ln_final(x)[torch.arange(x.shape[0]), (tokens.argmax(-1) + n).clamp(max=76)] @ c.text_projection
         assert int(tokens.argmax(-1).max()) + 1 + n < 40  # the cut is real: far fewer than 77 positions
         torch.testing.assert_close(model.encode_text(), full, rtol=0, atol=1e-5)
 

@@ -58,9 +58,7 @@ def test_reference_checkpoint_round_trip_gives_identical_logits(tmp_path, layout
     ckpt = _save_reference(src, card, path, **layout)
     # the file is in the reference's order: the head at reference position r is attribute raw_order[r]
     r = reference_order(card).index(card.attribute_names[0])
-    assert torch.equal(
-        ckpt["model_state_dict"][f"weight_layer.{r}.weight"], src.fusion.weight_layer[0].weight
-    )
+    assert torch.equal(ckpt["model_state_dict"][f"weight_layer.{r}.weight"], src.fusion.weight_layer[0].weight)
     if "vis_key" in layout:
         assert "vis_embed.weight" in ckpt["model_state_dict"] and "ViT_model" in ckpt
     dst = _model(card, 1)
@@ -69,9 +67,19 @@ def test_reference_checkpoint_round_trip_gives_identical_logits(tmp_path, layout
         assert not torch.equal(src(x)["logits"], dst(x)["logits"])
         import_reference(dst, card, load_reference_file(path), str(path))
         assert torch.equal(src(x)["logits"], dst(x)["logits"])
-    assert infer_options(ckpt) == {"variant": "reference", "vis_depth": 24, "vis_prompt": 50, "use_textprompt": True,
-                                   "text_prompt": 3, "use_div": True, "div_num": 4, "use_GL": True,
-                                   "fusion_dim": 32, "use_mm_former": True, "mm_layers": 1}  # fmt: skip
+    assert infer_options(ckpt) == {
+        "variant": "reference",
+        "vis_depth": 24,
+        "vis_prompt": 50,
+        "use_textprompt": True,
+        "text_prompt": 3,
+        "use_div": True,
+        "div_num": 4,
+        "use_GL": True,
+        "fusion_dim": 32,
+        "use_mm_former": True,
+        "mm_layers": 1,
+    }
 
 
 def test_fp16_reference_weights_load_as_float32(tmp_path):
@@ -139,14 +147,27 @@ def test_eval_command_on_a_reference_checkpoint(tmp_path):
     originals.pa100k(root, sizes=(6, 3, 5))
     rng = np.random.default_rng(0)
     for i in range(14):
-        Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(
-            root / "data" / f"{i + 1:06d}.jpg"
-        )
+        Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(root / "data" / f"{i + 1:06d}.jpg")
     src = _model(card, 0)
     _save_reference(src, card, tmp_path / "ckpt.pth", vis_key="vis_embed")
-    args = ["eval", "--checkpoint", str(tmp_path / "ckpt.pth"), "--dataset", "PA100k", "--root", str(root),
-            "--backbone", "parbench-tiny", "--set", "fusion_heads=2", "--set", "device=cpu", "--predictions", str(tmp_path / "p.npz"),
-            "--json"]  # fmt: skip
+    args = [
+        "eval",
+        "--checkpoint",
+        str(tmp_path / "ckpt.pth"),
+        "--dataset",
+        "PA100k",
+        "--root",
+        str(root),
+        "--backbone",
+        "parbench-tiny",
+        "--set",
+        "fusion_heads=2",
+        "--set",
+        "device=cpu",
+        "--predictions",
+        str(tmp_path / "p.npz"),
+        "--json",
+    ]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     res = json.loads(r.output)

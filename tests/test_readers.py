@@ -119,8 +119,12 @@ def test_rap_zs_53_attributes_and_disjoint_identities(rap2_root):
     pid = rng.permutation(ids)
     grp = lambda g: rows[np.isin(ident[rows], g)]
     n = len(pid)
-    originals.zs_pickle(root / "dataset_zs_run0.pkl", grp(pid[: n * 6 // 10]), grp(pid[n * 6 // 10 : n * 8 // 10]),
-                        grp(pid[n * 8 // 10 :]))  # fmt: skip
+    originals.zs_pickle(
+        root / "dataset_zs_run0.pkl",
+        grp(pid[: n * 6 // 10]),
+        grp(pid[n * 6 // 10 : n * 8 // 10]),
+        grp(pid[n * 8 // 10 :]),
+    )
     ds = load_dataset("RAP-ZS", root)
     assert ds.num_attributes == 53 and "Age46-60" not in ds.attributes
     assert ds.attributes[38] == "Femal"
@@ -216,10 +220,17 @@ def test_rethinking_dataset_all_and_promptpar_pad_pickles_map_by_name(peta_root,
         names[a.raw] = a.name
     group = [a.raw for a in card.attributes]
     rng = np.random.default_rng(0)
-    parts = {s: [ref.partition(s)] + [rng.permutation(19000)[:100] for _ in range(4)]
-             for s in ("train", "val", "test", "trainval")}  # fmt: skip
-    common = {"image_name": [f"{i + 1:05d}.png" for i in range(19000)], "attr_name": names,
-              "label_idx": {"eval": group}, "partition": parts, "root": "/data/authors/PETA/images"}  # fmt: skip
+    parts = {
+        s: [ref.partition(s)] + [rng.permutation(19000)[:100] for _ in range(4)]
+        for s in ("train", "val", "test", "trainval")
+    }
+    common = {
+        "image_name": [f"{i + 1:05d}.png" for i in range(19000)],
+        "attr_name": names,
+        "label_idx": {"eval": group},
+        "partition": parts,
+        "root": "/data/authors/PETA/images",
+    }
     # Rethinking: all 105 raw columns
     _dump(tmp_path / "dataset_all.pkl", {**common, "label": raw, "reorder": "group_order"})
     # PromptPAR: the 35 evaluated columns already in group order, label_idx.eval left in (applying it twice
@@ -238,19 +249,32 @@ def test_pa100k_pad_pickle_in_raw_order_and_rap_uncertain(tmp_path):
     card = load_card("PA100k")
     rng = np.random.default_rng(0)
     raw = (rng.random((40, 26)) < 0.4).astype(np.uint8)  # columns in the file's raw order
-    _dump(tmp_path / "pad.pkl", {"image_name": [f"{i:06d}.jpg" for i in range(40)], "label": raw,
-                                 "attr_name": list(card.raw_order), "attributes": ["sentence"] * 26,
-                                 "partition": {"train": np.arange(30), "test": np.arange(30, 40)}})  # fmt: skip
+    _dump(
+        tmp_path / "pad.pkl",
+        {
+            "image_name": [f"{i:06d}.jpg" for i in range(40)],
+            "label": raw,
+            "attr_name": list(card.raw_order),
+            "attributes": ["sentence"] * 26,
+            "partition": {"train": np.arange(30), "test": np.arange(30, 40)},
+        },
+    )
     ds = load_dataset("PA100k", tmp_path, source=tmp_path / "pad.pkl")
     np.testing.assert_array_equal(ds.labels, raw[:, [card.raw_order.index(a) for a in card.attribute_names]])
     rap = load_card("RAPv2")
     lab = rng.integers(0, 3, size=(10, 54)).astype(np.uint8)
-    _dump(tmp_path / "rap.pkl", {"image_name": [f"x{i}.png" for i in range(10)], "label": lab,
-                                 "attr_name": rap.attribute_names, "partition": {"test": np.arange(10)}})  # fmt: skip
+    _dump(
+        tmp_path / "rap.pkl",
+        {
+            "image_name": [f"x{i}.png" for i in range(10)],
+            "label": lab,
+            "attr_name": rap.attribute_names,
+            "partition": {"test": np.arange(10)},
+        },
+    )
     ds = load_dataset("RAPv2", tmp_path, source=tmp_path / "rap.pkl")
     assert (ds.labels == 255).sum() == (lab == 2).sum() and set(np.unique(ds.labels)) <= {0, 1, 255}
-    bad = {"image_name": ["a.png"], "label": np.array([[7] * 54]), "attr_name": rap.attribute_names,
-           "partition": {}}  # fmt: skip
+    bad = {"image_name": ["a.png"], "label": np.array([[7] * 54]), "attr_name": rap.attribute_names, "partition": {}}
     _dump(tmp_path / "bad.pkl", bad)
     with pytest.raises(ParbenchError, match="bad.pkl"):
         load_dataset("RAPv2", tmp_path, source=tmp_path / "bad.pkl")
@@ -264,8 +288,9 @@ def test_zs_split_command_is_identity_disjoint_and_seeded(tmp_path):
     from parbench.cli import app
 
     for seed, name in ((0, "a.json"), (0, "b.json"), (1, "c.json")):
-        r = CliRunner().invoke(app, ["datasets", "zs-split", "synthetic", "-o", str(tmp_path / name),
-                                     "--seed", str(seed), "--json"])  # fmt: skip
+        r = CliRunner().invoke(
+            app, ["datasets", "zs-split", "synthetic", "-o", str(tmp_path / name), "--seed", str(seed), "--json"]
+        )
         assert r.exit_code == 0, r.output
     a, b, c = (json.loads((tmp_path / n).read_text()) for n in ("a.json", "b.json", "c.json"))
     assert a == b and a["splits"]["test"]["index"] != c["splits"]["test"]["index"]
@@ -280,11 +305,37 @@ def test_zs_split_command_is_identity_disjoint_and_seeded(tmp_path):
 
     moved = apply_split_file(ds, tmp_path / "a.json")
     assert moved.partition("test").tolist() == a["splits"]["test"]["index"]
-    r = CliRunner().invoke(app, ["run", "--dataset", "synthetic", "--method", "zeroshot", "--backbone",
-                                 "parbench-tiny", "--split-file", str(tmp_path / "a.json"), "--out",
-                                 str(tmp_path / "runs"), "--json"])  # fmt: skip
+    r = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--dataset",
+            "synthetic",
+            "--method",
+            "zeroshot",
+            "--backbone",
+            "parbench-tiny",
+            "--split-file",
+            str(tmp_path / "a.json"),
+            "--out",
+            str(tmp_path / "runs"),
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["n_test"] == len(a["splits"]["test"]["index"])
-    r = CliRunner().invoke(app, ["run", "--dataset", "synthetic-zs", "--method", "zeroshot", "--backbone",
-                                 "parbench-tiny", "--split-file", str(tmp_path / "a.json")])  # fmt: skip
+    r = CliRunner().invoke(
+        app,
+        [
+            "run",
+            "--dataset",
+            "synthetic-zs",
+            "--method",
+            "zeroshot",
+            "--backbone",
+            "parbench-tiny",
+            "--split-file",
+            str(tmp_path / "a.json"),
+        ],
+    )
     assert r.exit_code != 0 and "a split of synthetic-zs" in str(r.exception)

@@ -23,21 +23,63 @@ def fake_record(dataset, method, seed, ma, n=40, k=3, **settings):
     labels = (np.random.default_rng(0).random((n, k)) < 0.4).astype(np.uint8)  # the same test images for all
     rng = np.random.default_rng(seed * 1000 + sum(map(ord, method)))
     probs = np.clip(labels * ma + rng.random((n, k)) * (1 - ma), 0, 1)
-    metrics = {p: {"ma": ma, "acc": ma - 0.1, "prec": ma - 0.05, "rec": ma - 0.02, "f1": ma - 0.03, "threshold": t,
-                   "label_ma": [ma] * k} for p, t in (("promptpar", 0.45), ("rethinking", 0.5))}  # fmt: skip
+    metrics = {
+        p: {
+            "ma": ma,
+            "acc": ma - 0.1,
+            "prec": ma - 0.05,
+            "rec": ma - 0.02,
+            "f1": ma - 0.03,
+            "threshold": t,
+            "label_ma": [ma] * k,
+        }
+        for p, t in (("promptpar", 0.45), ("rethinking", 0.5))
+    }
     train = {"epochs": 3, "lr": 1e-3, "select_on": "auto", "train_split": "auto", **settings}
-    identity = {"dataset": dataset, "method": method, "backbone": "parbench-tiny", "weights": "none", "train": train,
-                "options": None, "seed": seed}  # fmt: skip
-    rec = {"run_id": f"{dataset}-{method}-s{seed}-{identity_key(identity)}", "key": identity_key(identity),
-           "group_key": group_key(identity), "identity": identity, "dataset": dataset, "method": method,
-           "backbone": "parbench-tiny", "pretrained": "none", "activation": "quickgelu", "seed": seed, "partition": 0,
-           "metrics": metrics, "ranking": {"map": ma - 0.01, "mauc": ma}, "attributes": ["a", "b", "c"],
-           "groups": {"a": "head", "b": "upper", "c": "lower"}, "total_params": 1000, "trainable_params": 10 * (seed + 1),
-           "image_tower_params": 800, "selected_on": "val", "selected_on_test": False, "fit_s": 1.0, "eval_s": 0.5,
-           "train_images_per_s": 50.0, "eval_images_per_s": 90.0, "peak_mem_mb": 0.0, "wall_s": 2.0, "smoke": False,
-           "unspecified": "negative", "n_test": n, "status": "finished", "finished": "2026-11-27T00:00:00",
-           "history": [{"epoch": e, "loss": 1.0 / e, "select": {"ma": ma - 0.1 / e}} for e in (1, 2, 3)],
-           "config": {"train": train}}  # fmt: skip
+    identity = {
+        "dataset": dataset,
+        "method": method,
+        "backbone": "parbench-tiny",
+        "weights": "none",
+        "train": train,
+        "options": None,
+        "seed": seed,
+    }
+    rec = {
+        "run_id": f"{dataset}-{method}-s{seed}-{identity_key(identity)}",
+        "key": identity_key(identity),
+        "group_key": group_key(identity),
+        "identity": identity,
+        "dataset": dataset,
+        "method": method,
+        "backbone": "parbench-tiny",
+        "pretrained": "none",
+        "activation": "quickgelu",
+        "seed": seed,
+        "partition": 0,
+        "metrics": metrics,
+        "ranking": {"map": ma - 0.01, "mauc": ma},
+        "attributes": ["a", "b", "c"],
+        "groups": {"a": "head", "b": "upper", "c": "lower"},
+        "total_params": 1000,
+        "trainable_params": 10 * (seed + 1),
+        "image_tower_params": 800,
+        "selected_on": "val",
+        "selected_on_test": False,
+        "fit_s": 1.0,
+        "eval_s": 0.5,
+        "train_images_per_s": 50.0,
+        "eval_images_per_s": 90.0,
+        "peak_mem_mb": 0.0,
+        "wall_s": 2.0,
+        "smoke": False,
+        "unspecified": "negative",
+        "n_test": n,
+        "status": "finished",
+        "finished": "2026-11-27T00:00:00",
+        "history": [{"epoch": e, "loss": 1.0 / e, "select": {"ma": ma - 0.1 / e}} for e in (1, 2, 3)],
+        "config": {"train": train},
+    }
     return rec, probs, labels
 
 
@@ -62,9 +104,7 @@ def _store_with_runs(tmp_path) -> Store:
     for ds in ("synthetic", "synthetic-zs"):
         for method, ma in (("linear-probe", 0.7), ("finetune", 0.8), ("promptpar", 0.9)):
             for seed in (0, 1):
-                rec, p, lab = fake_record(
-                    ds, method, seed, ma + 0.01 * seed - (0.05 if ds.endswith("zs") else 0)
-                )
+                rec, p, lab = fake_record(ds, method, seed, ma + 0.01 * seed - (0.05 if ds.endswith("zs") else 0))
                 store.add_run(rec, p, lab)
     return store
 
@@ -103,11 +143,7 @@ def test_runs_differing_in_one_setting_are_separate_labelled_rows(tmp_path):
     assert any("epochs=9" in x for x in labels) and any("select_on=test" in x for x in labels)
     md = (tmp_path / "out" / "leaderboard.md").read_text()
     assert md.count("†") >= 2 and "select_on=test" in md  # marked in Markdown (and the legend)
-    rows = [
-        r
-        for r in (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()[1:]
-        if "select_on=test" in r
-    ]
+    rows = [r for r in (tmp_path / "out" / "leaderboard.csv").read_text().splitlines()[1:] if "select_on=test" in r]
     assert rows and all(",True," in r for r in rows)  # and in the CSV
 
 
@@ -124,9 +160,7 @@ def test_report_shows_published_rows(tmp_path):
 def test_failed_runs_are_listed_never_scored(tmp_path):
     store = _store_with_runs(tmp_path)
     rec, _, _ = fake_record("synthetic", "finetune", 7, 0.5)
-    rec.update(
-        status="failed", error="training: a finite loss; found loss nan at epoch 2, step 3", metrics=None
-    )
+    rec.update(status="failed", error="training: a finite loss; found loss nan at epoch 2, step 3", metrics=None)
     store.add_run(rec)
     page = render_report(store.path, tmp_path / "out").read_text()
     assert 'id="failed"' in page and "loss nan at epoch 2" in page
@@ -191,10 +225,24 @@ def _chromium():
 
 def _headless(chromium, tmp_path, *args):
     return subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'prof'}",
-         "--enable-logging=stderr", "--v=0", *args], capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={tmp_path / 'prof'}",
+            "--enable-logging=stderr",
+            "--v=0",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_report_opens_in_headless_chromium(tmp_path):
@@ -203,9 +251,7 @@ def test_report_opens_in_headless_chromium(tmp_path):
     path = render_report(store.path, tmp_path / "out")
     for width in (1400, 800):
         shot = tmp_path / f"shot{width}.png"
-        proc = _headless(
-            chromium, tmp_path, f"--screenshot={shot}", f"--window-size={width},1600", path.as_uri()
-        )
+        proc = _headless(chromium, tmp_path, f"--screenshot={shot}", f"--window-size={width},1600", path.as_uri())
         assert shot.is_file() and shot.stat().st_size > 5000, proc.stderr[-2000:]
         console_errors = [ln for ln in proc.stderr.splitlines() if "CONSOLE" in ln and "rror" in ln]
         assert console_errors == []
@@ -221,8 +267,13 @@ def test_every_header_of_every_table_sorts_in_chromium(tmp_path):
     chromium = _chromium()
     store = _store_with_runs(tmp_path)
     # values whose text order differs from their numeric order (5 < 33 < 249 < 1,000 but "1,000" < "249" < ...)
-    for method, ma, trainable in (("zeroshot", 0.6, 0), ("vpt", 0.655, 5), ("lora", 0.7, 33), ("head", 0.95, 249),
-                                  ("wide", 0.085, 1000)):  # fmt: skip
+    for method, ma, trainable in (
+        ("zeroshot", 0.6, 0),
+        ("vpt", 0.655, 5),
+        ("lora", 0.7, 33),
+        ("head", 0.95, 249),
+        ("wide", 0.085, 1000),
+    ):
         rec, p, lab = fake_record("synthetic", method, 0, ma)
         rec["trainable_params"], rec["total_params"] = trainable, 10 * trainable + 7
         store.add_run(rec, p, lab)
@@ -252,9 +303,7 @@ def test_suite_resumes_without_redoing_finished_runs(tmp_path):
 
     s = load_suite(suite)
     assert len(s.specs) == 4
-    assert sorted(x.key() for x in shard(s.specs, 1, 2) + shard(s.specs, 2, 2)) == sorted(
-        x.key() for x in s.specs
-    )
+    assert sorted(x.key() for x in shard(s.specs, 1, 2) + shard(s.specs, 2, 2)) == sorted(x.key() for x in s.specs)
     run_suite(s, s.specs[:2], quiet=True)  # "killed" after two runs
     assert len(pending(s, s.specs)) == 2
     done_before = {r["run_id"]: r["finished"] for r in Store(s.store).records()}

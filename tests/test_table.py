@@ -53,8 +53,11 @@ def test_the_same_data_as_peta_mat_and_as_a_table_give_the_same_labels_and_split
     assert ds.attributes == names and len(ds) == len(peta)
     for split in ("train", "val", "test", "trainval"):
         assert _by_image(ds, split) == _by_image(peta, split), split
-    assert parse_card(card).splits == {"test": len(peta.partition("test")), "train": len(peta.partition("train")),
-                                       "val": len(peta.partition("val"))}  # fmt: skip
+    assert parse_card(card).splits == {
+        "test": len(peta.partition("test")),
+        "train": len(peta.partition("train")),
+        "val": len(peta.partition("val")),
+    }
 
 
 def _images(root: Path, n: int) -> list[str]:
@@ -98,13 +101,26 @@ def _card(tmp_path: Path, files=("t.csv",), extra="") -> Path:
 
 def test_unspecified_boxes_identities_and_split_files(tmp_path):
     imgs = _images(tmp_path, 4)
-    _write_table(tmp_path / "train.csv", ["image", "person", "x", "y", "w", "h", "hat", "bag", "note"],
-                 [[imgs[0], 7, 1, 2, 20, 30, "1", "", "a"], [imgs[1], 7, 0, 0, 40, 80, "0", "NA", "b"],
-                  [imgs[2], 8, 5, 5, 10, 10, "1", "0", ""]])  # fmt: skip
-    _write_table(tmp_path / "test.csv", ["image", "person", "x", "y", "w", "h", "hat", "bag", "note"],
-                 [[imgs[3], 9, 0, 0, 40, 80, "n/a", "1", ""]])  # fmt: skip
-    card = _card(tmp_path, ("train.csv", "test.csv"), 'root = "."\n[reader_options]\nidentity_column = "person"\n'
-                 'split_files = {train = "train.csv", test = "test.csv"}')  # fmt: skip
+    _write_table(
+        tmp_path / "train.csv",
+        ["image", "person", "x", "y", "w", "h", "hat", "bag", "note"],
+        [
+            [imgs[0], 7, 1, 2, 20, 30, "1", "", "a"],
+            [imgs[1], 7, 0, 0, 40, 80, "0", "NA", "b"],
+            [imgs[2], 8, 5, 5, 10, 10, "1", "0", ""],
+        ],
+    )
+    _write_table(
+        tmp_path / "test.csv",
+        ["image", "person", "x", "y", "w", "h", "hat", "bag", "note"],
+        [[imgs[3], 9, 0, 0, 40, 80, "n/a", "1", ""]],
+    )
+    card = _card(
+        tmp_path,
+        ("train.csv", "test.csv"),
+        'root = "."\n[reader_options]\nidentity_column = "person"\n'
+        'split_files = {train = "train.csv", test = "test.csv"}',
+    )
     ds = load_dataset(str(card), use_prepared=False)
     assert ds.labels.tolist() == [[1, UNSPECIFIED], [0, UNSPECIFIED], [1, 0], [UNSPECIFIED, 1]]
     assert ds.partition("train").tolist() == [0, 1, 2] and ds.partition("test").tolist() == [3]
@@ -130,8 +146,11 @@ def test_unspecified_boxes_identities_and_split_files(tmp_path):
 def test_bad_tables_are_one_line_naming_file_line_and_column(tmp_path, header, row, needles):
     _write_table(tmp_path / "t.csv", header, [row])
     card = _card(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "parbench", "datasets", "prepare", str(card), "--root", str(tmp_path)],
-                          capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbench", "datasets", "prepare", str(card), "--root", str(tmp_path)],
+        capture_output=True,
+        text=True,
+    )
     one_line_error(proc.returncode, proc.stderr, *needles)
 
 
@@ -140,19 +159,34 @@ def test_unknown_reader_options_and_unlisted_split_files(tmp_path):
     with pytest.raises(ParbenchError, match=r"\[reader_options\] of the table reader.*unknown \['path_col'\]"):
         load_dataset(str(_card(tmp_path, extra='[reader_options]\npath_col = "x"')), tmp_path, use_prepared=False)
     with pytest.raises(ParbenchError, match=r"'u.csv' listed in source_files"):
-        load_dataset(str(_card(tmp_path, extra='[reader_options]\nsplit_files = {train = "u.csv"}')), tmp_path,
-                     use_prepared=False)  # fmt: skip
+        load_dataset(
+            str(_card(tmp_path, extra='[reader_options]\nsplit_files = {train = "u.csv"}')),
+            tmp_path,
+            use_prepared=False,
+        )
 
 
 def test_card_folders_and_datasets_new(tmp_path):
     imgs = _images(tmp_path / "data", 6)
-    _write_table(tmp_path / "data" / "ann.csv", ["image", "split", "hat", "bag", "camera"],
-                 [[p, "train" if i < 4 else "test", i % 2, "" if i == 1 else (i // 2) % 2, i + 1]
-                  for i, p in enumerate(imgs)])  # fmt: skip
+    _write_table(
+        tmp_path / "data" / "ann.csv",
+        ["image", "split", "hat", "bag", "camera"],
+        [[p, "train" if i < 4 else "test", i % 2, "" if i == 1 else (i // 2) % 2, i + 1] for i, p in enumerate(imgs)],
+    )
     env = {**os.environ, "PARBENCH_CARDS": str(tmp_path / "cards")}
     (tmp_path / "cards").mkdir()
-    cmd = [sys.executable, "-m", "parbench", "datasets", "new", "Street-X", "--from", str(tmp_path / "data" / "ann.csv"),
-           "-o", str(tmp_path / "cards" / "street_x.toml")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "parbench",
+        "datasets",
+        "new",
+        "Street-X",
+        "--from",
+        str(tmp_path / "data" / "ann.csv"),
+        "-o",
+        str(tmp_path / "cards" / "street_x.toml"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     card = parse_card(tmp_path / "cards" / "street_x.toml")
@@ -161,8 +195,9 @@ def test_card_folders_and_datasets_new(tmp_path):
     assert "# positive ratio 0.500 on train, 0 unspecified" in Path(card.path).read_text()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     one_line_error(proc.returncode, proc.stderr, "street_x.toml", "--force")  # never overwritten by accident
-    proc = subprocess.run([sys.executable, "-m", "parbench", "datasets", "list", "--json"], capture_output=True,
-                          text=True, env=env)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbench", "datasets", "list", "--json"], capture_output=True, text=True, env=env
+    )
     assert "Street-X" in {d["name"] for d in json.loads(proc.stdout)}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PARBENCH_CARDS", str(tmp_path / "cards"))

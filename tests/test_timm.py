@@ -44,8 +44,12 @@ def test_flops_of_resnet50_are_its_published_4_1_gmacs():
 
 def test_preprocessing_comes_from_the_pretrained_config():
     r50 = create_backbone("timm:resnet50", "none", meta=True).preprocess
-    assert (r50.size, r50.mean, r50.std, r50.interpolation) == ((224, 224), (0.485, 0.456, 0.406),
-                                                                 (0.229, 0.224, 0.225), "bicubic")  # fmt: skip
+    assert (r50.size, r50.mean, r50.std, r50.interpolation) == (
+        (224, 224),
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+        "bicubic",
+    )
     vit = create_backbone("timm:vit_base_patch16_224.augreg_in21k", "none", meta=True).preprocess
     assert vit.mean == (0.5, 0.5, 0.5) and vit.interpolation == "bicubic"
     tv = create_backbone("timm:resnet50.tv_in1k", "none", meta=True).preprocess
@@ -58,8 +62,9 @@ def test_random_weights_follow_the_seed_and_files_load_strictly(tmp_path):
     with torch.random.fork_rng():
         torch.manual_seed(3)
         ref = timm.create_model("test_vit", num_classes=0)  # timm's own init, same seed
-    for (k, v), (_, w), (_, x) in zip(a.model.state_dict().items(), b.model.state_dict().items(),
-                                      ref.state_dict().items(), strict=True):  # fmt: skip
+    for (k, v), (_, w), (_, x) in zip(
+        a.model.state_dict().items(), b.model.state_dict().items(), ref.state_dict().items(), strict=True
+    ):
         assert torch.equal(v, w) and torch.equal(v, x), k
     assert not torch.equal(a.model.patch_embed.proj.weight, c.model.patch_embed.proj.weight)
     # a checkpoint as timm saves one (classifier included): the tower keeps everything but the classifier
@@ -100,8 +105,16 @@ def test_names_tags_and_methods_that_need_clip_are_clear_errors():
 
 @pytest.mark.parametrize("method", ["linear-probe", "finetune", "lora"])
 def test_feature_and_tuning_methods_run_on_a_timm_tower(tmp_path, method):
-    spec = RunSpec(dataset="synthetic", method=method, backbone="timm:test_vit", pretrained="none", seed=1,
-                   overrides=FAST, out=str(tmp_path / "runs"), quiet=True)  # fmt: skip
+    spec = RunSpec(
+        dataset="synthetic",
+        method=method,
+        backbone="timm:test_vit",
+        pretrained="none",
+        seed=1,
+        overrides=FAST,
+        out=str(tmp_path / "runs"),
+        quiet=True,
+    )
     rec = run(spec)
     tower = _timm_params("test_vit")
     assert rec["image_tower_params"] == tower and tuple(rec["preprocess"]["size"]) == (160, 160)

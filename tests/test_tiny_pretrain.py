@@ -42,9 +42,7 @@ def test_zeroshot_text_bank_is_keyed_by_weights_content_and_seed(tmp_path):
     assert torch.equal(cached_text_bank(bb, card), first)  # read back from disk
     assert torch.allclose(first, text_bank(bb.model, bb.tokenizer, *sentences(card, ZeroShotOptions())))
     # the same path, other content: a new bank, not the stale one
-    other = pretrain(
-        TinyPretrainSpec(identities=8, images_per_identity=2, epochs=1, batch_size=8, data_seed=78)
-    )
+    other = pretrain(TinyPretrainSpec(identities=8, images_per_identity=2, epochs=1, batch_size=8, data_seed=78))
     torch.save({"state_dict": other["state_dict"]}, path)
     bb2 = create_backbone("parbench-tiny", str(path))
     assert torch.allclose(

@@ -21,5 +21,19 @@ from parbench.backbones.base import (
 from parbench.backbones.factory import backbone_kind, create_backbone, resolve_pretrained
 from parbench.backbones.weights import load_weights_file
 
-__all__ = ["DEFAULT_PRETRAINED", "INTERPOLATIONS", "OPENAI_MEAN", "OPENAI_STD", "TINY", "Backbone", "Preprocess",
-           "activation_of", "backbone_kind", "create_backbone", "image_tokens", "list_backbones", "load_weights_file", "resolve_pretrained"]  # fmt: skip
+__all__ = [
+    "DEFAULT_PRETRAINED",
+    "INTERPOLATIONS",
+    "OPENAI_MEAN",
+    "OPENAI_STD",
+    "TINY",
+    "Backbone",
+    "Preprocess",
+    "activation_of",
+    "backbone_kind",
+    "create_backbone",
+    "image_tokens",
+    "list_backbones",
+    "load_weights_file",
+    "resolve_pretrained",
+]

@@ -77,8 +77,12 @@ class Backbone:
 
     def describe(self) -> dict:
         """Everything that decides the backbone's outputs: what caches and run keys are made of."""
-        out = {"name": self.name, "pretrained": self.pretrained, "activation": self.activation,
-               "preprocess": asdict(self.preprocess)}  # fmt: skip
+        out = {
+            "name": self.name,
+            "pretrained": self.pretrained,
+            "activation": self.activation,
+            "preprocess": asdict(self.preprocess),
+        }
         if self.kind != "open_clip":
             out["kind"] = self.kind
         if self.weights_sha256:

@@ -70,9 +70,7 @@ def _create(name: str, quick_gelu: bool, seed: int | None, **kw: Any) -> Any:
         act = {"force_quick_gelu": True} if quick_gelu else {"quick_gelu": False}  # the final config's value
         model = open_clip.create_model(name, **act, **kw)
     for w in caught:
-        if "QuickGELU mismatch" in str(
-            w.message
-        ):  # open_clip only warns; a wrong activation is an error here
+        if "QuickGELU mismatch" in str(w.message):  # open_clip only warns; a wrong activation is an error here
             raise ParbenchError(f"backbone {name}", "an activation that matches the weights", str(w.message))
     return model
 
@@ -107,9 +105,7 @@ def create_backbone(
         import difflib
 
         close = difflib.get_close_matches(name, open_clip.list_models(), n=4)
-        raise ParbenchError(
-            None, f"an open_clip model name (close: {', '.join(close) or 'none'})", f"'{name}'"
-        )
+        raise ParbenchError(None, f"an open_clip model name (close: {', '.join(close) or 'none'})", f"'{name}'")
     pretrained = resolve_pretrained(name, pretrained)
     tags = open_clip.list_pretrained_tags_by_model(name)
     config_qg = bool(open_clip.get_model_config(name).get("quick_gelu", False))
@@ -119,9 +115,7 @@ def create_backbone(
             **open_clip.get_model_config(name),
             "quick_gelu": config_qg if quick_gelu is None else quick_gelu,
         }
-        with torch.device(
-            "meta"
-        ):  # QuickGELU modules on the meta device are still QuickGELU: read back below
+        with torch.device("meta"):  # QuickGELU modules on the meta device are still QuickGELU: read back below
             model = open_clip.model.CLIP(**cfg)
     elif pretrained == "none":
         qg = config_qg if quick_gelu is None else quick_gelu
@@ -129,12 +123,21 @@ def create_backbone(
     elif pretrained in tags:
         tag_qg = bool((open_clip.get_pretrained_cfg(name, pretrained) or {}).get("quick_gelu", False))
         if config_qg and not tag_qg:
-            raise ParbenchError(f"backbone {name} pretrained '{pretrained}'",
-                                "a GELU model name for weights trained with GELU (drop '-quickgelu')",
-                                "a QuickGELU config")  # fmt: skip
+            raise ParbenchError(
+                f"backbone {name} pretrained '{pretrained}'",
+                "a GELU model name for weights trained with GELU (drop '-quickgelu')",
+                "a QuickGELU config",
+            )
         try:
-            model = _create(name, tag_qg if quick_gelu is None else quick_gelu, seed, pretrained=pretrained,
-                            precision=precision, device=device, require_pretrained=True)  # fmt: skip
+            model = _create(
+                name,
+                tag_qg if quick_gelu is None else quick_gelu,
+                seed,
+                pretrained=pretrained,
+                precision=precision,
+                device=device,
+                require_pretrained=True,
+            )
         except ParbenchError:
             raise
         except Exception as e:  # download refused/offline or a corrupt cache entry
@@ -158,8 +161,10 @@ def create_backbone(
         if quick_gelu is not None:
             qg = quick_gelu
         elif not qg and _openai_uses_quickgelu(name):
-            log(f"note: {name} builds with GELU; if {Path(pretrained).name} holds OpenAI CLIP weights (QuickGELU), "
-                 f"use --backbone {name}-quickgelu")  # fmt: skip
+            log(
+                f"note: {name} builds with GELU; if {Path(pretrained).name} holds OpenAI CLIP weights (QuickGELU), "
+                f"use --backbone {name}-quickgelu"
+            )
         model = _create(name, qg, seed, pretrained=None, precision="fp32", device="cpu")
         missing, unexpected = model.load_state_dict(sd, strict=False)
         missing = [k for k in missing if k != "attn_mask" and not k.endswith(".attn_mask")]
@@ -180,5 +185,14 @@ def create_backbone(
         )
     tokenizer = open_clip.get_tokenizer(name) if not meta else None
     embed_dim = int(model.text_projection.shape[1]) if model.text_projection is not None else 0
-    return Backbone(name, pretrained, model, preprocess_of(model), tokenizer, embed_dim, activation_of(model), digest,
-                    seed if pretrained == "none" else None)  # fmt: skip
+    return Backbone(
+        name,
+        pretrained,
+        model,
+        preprocess_of(model),
+        tokenizer,
+        embed_dim,
+        activation_of(model),
+        digest,
+        seed if pretrained == "none" else None,
+    )

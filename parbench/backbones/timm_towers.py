@@ -67,8 +67,12 @@ def _preprocess(model: Any) -> Preprocess:
 
     cfg = timm.data.resolve_model_data_config(model)
     interp = cfg.get("interpolation", "bicubic")
-    return Preprocess(size=tuple(cfg["input_size"][1:]), mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
-                      interpolation=interp if interp in ("bicubic", "bilinear") else "bicubic")  # fmt: skip
+    return Preprocess(
+        size=tuple(cfg["input_size"][1:]),
+        mean=tuple(cfg["mean"]),
+        std=tuple(cfg["std"]),
+        interpolation=interp if interp in ("bicubic", "bilinear") else "bicubic",
+    )
 
 
 def _activation(model: Any) -> str:
@@ -140,8 +144,9 @@ def _create(arch: str, seed: int, **kw: Any) -> Any:
         return timm.create_model(arch, num_classes=0, **kw)
 
 
-def create_timm_backbone(name: str, pretrained: str, *, device: str = "cpu", meta: bool = False,
-                         seed: int = 0) -> Backbone:  # fmt: skip
+def create_timm_backbone(
+    name: str, pretrained: str, *, device: str = "cpu", meta: bool = False, seed: int = 0
+) -> Backbone:
     """A timm image tower as a `Backbone` (see the module docstring for `pretrained`)."""
     import timm
     import torch
@@ -167,25 +172,41 @@ def create_timm_backbone(name: str, pretrained: str, *, device: str = "cpu", met
             except (RuntimeError, KeyError, ValueError) as e:  # shapes that no filter can reconcile
                 raise ParbenchError(pretrained, f"weights for timm {arch}", str(e).splitlines()[0][:240]) from None
         if problems:
-            raise ParbenchError(pretrained, f"weights for timm {arch} (every key used, none missing)",
-                                problems[0][:240])  # fmt: skip
+            raise ParbenchError(
+                pretrained, f"weights for timm {arch} (every key used, none missing)", problems[0][:240]
+            )
         digest = file_sha256(pretrained)
     else:
         known = tags(name)
         tag = (in_name or "") if pretrained == "default" else pretrained
         if tag and tag not in known:
-            raise ParbenchError(f"backbone {name}", f"pretrained = a timm tag ({', '.join(known[:8]) or 'none known'}"
-                                f"{', ...' if len(known) > 8 else ''}), 'default', a weights file, or 'none'",
-                                f"'{pretrained}'")  # fmt: skip
+            raise ParbenchError(
+                f"backbone {name}",
+                f"pretrained = a timm tag ({', '.join(known[:8]) or 'none known'}"
+                f"{', ...' if len(known) > 8 else ''}), 'default', a weights file, or 'none'",
+                f"'{pretrained}'",
+            )
         try:
             model = _create(f"{arch}.{tag}" if tag else arch, seed, pretrained=True)
         except Exception as e:  # not in the local cache and no network: say where it looked
             cache = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-            raise ParbenchError(f"backbone {name} pretrained '{pretrained}'",
-                                f"weights in timm's local cache ({cache}) or reachable for download; or pass "
-                                "--pretrained /path/to/weights.pth (or .safetensors)",
-                                f"{type(e).__name__}: {str(e)[:200]}") from None  # fmt: skip
+            raise ParbenchError(
+                f"backbone {name} pretrained '{pretrained}'",
+                f"weights in timm's local cache ({cache}) or reachable for download; or pass "
+                "--pretrained /path/to/weights.pth (or .safetensors)",
+                f"{type(e).__name__}: {str(e)[:200]}",
+            ) from None
     if not meta:
         model = model.to(device)
-    return Backbone(name, pretrained, model, _preprocess(model), None, int(model.num_features), _activation(model),
-                    digest, seed if pretrained == "none" else None, kind="timm")  # fmt: skip
+    return Backbone(
+        name,
+        pretrained,
+        model,
+        _preprocess(model),
+        None,
+        int(model.num_features),
+        _activation(model),
+        digest,
+        seed if pretrained == "none" else None,
+        kind="timm",
+    )

@@ -53,9 +53,7 @@ class TinyPretrainSpec:
     lr: float = 2e-3
     weight_decay: float = 0.05
     phrases_per_caption: int = 3
-    clip_weight: float = (
-        0.25  # InfoNCE weight next to the sentence-pair loss (which learns attributes faster)
-    )
+    clip_weight: float = 0.25  # InfoNCE weight next to the sentence-pair loss (which learns attributes faster)
     head_weight: float = 1.0  # a linear attribute head on the image embedding (discarded): shapes the image
     # features as fast as supervised pretraining does, which the text-side losses alone are slow to
     seed: int = 0
@@ -119,15 +117,21 @@ def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None, progress=Non
     register_configs()
     root = generate(
         cache_dir() / "synthetic-pretrain",
-        SyntheticSpec(
-            identities=spec.identities, images_per_identity=spec.images_per_identity, seed=spec.data_seed
-        ),
+        SyntheticSpec(identities=spec.identities, images_per_identity=spec.images_per_identity, seed=spec.data_seed),
     )
     imgs, labels = _load_images(root)
     # resized once (bilinear is mirror-symmetric, so flipping after resizing equals resizing after flipping)
-    resized = torch.cat([F.interpolate(torch.from_numpy(imgs[i : i + 256]).permute(0, 3, 1, 2).float() / 255.0,
-                                       size=(224, 224), mode="bilinear", align_corners=False)
-                         for i in range(0, len(imgs), 256)])  # (N, 3, 224, 224)  # fmt: skip
+    resized = torch.cat(
+        [
+            F.interpolate(
+                torch.from_numpy(imgs[i : i + 256]).permute(0, 3, 1, 2).float() / 255.0,
+                size=(224, 224),
+                mode="bilinear",
+                align_corners=False,
+            )
+            for i in range(0, len(imgs), 256)
+        ]
+    )  # (N, 3, 224, 224)
     torch.manual_seed(spec.seed)
     rng = np.random.default_rng(spec.seed)
     with quiet_open_clip():  # random init is the point here: no notice about missing weights
@@ -136,9 +140,7 @@ def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None, progress=Non
     model.train()
     head = torch.nn.Linear(model.text_projection.shape[1], len(ATTRIBUTES))
     params = list(model.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(
-        params, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True
-    )  # one kernel per step
+    opt = torch.optim.AdamW(params, lr=spec.lr, weight_decay=spec.weight_decay, foreach=True)  # one kernel per step
     steps_per_epoch = len(imgs) // spec.batch_size
     total = steps_per_epoch * spec.epochs
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=spec.lr, total_steps=total, pct_start=0.1)
@@ -180,11 +182,13 @@ def pretrain(spec: TinyPretrainSpec = TinyPretrainSpec(), log=None, progress=Non
                 model.logit_scale.clamp_(0, 4.6052)
             sums += [clip_loss.item(), pair_loss.item(), ((pair > 0).float() == y).float().mean().item()]
             if progress:
-                progress.update(task, advance=1, description=f"tiny pretraining, epoch {epoch + 1}/{spec.epochs}, "
-                                f"pair accuracy {sums[2] / (s + 1):.3f}")  # fmt: skip
-        row = dict(
-            zip(("clip_loss", "pair_loss", "pair_acc"), (sums / steps_per_epoch).tolist(), strict=True)
-        )
+                progress.update(
+                    task,
+                    advance=1,
+                    description=f"tiny pretraining, epoch {epoch + 1}/{spec.epochs}, "
+                    f"pair accuracy {sums[2] / (s + 1):.3f}",
+                )
+        row = dict(zip(("clip_loss", "pair_loss", "pair_acc"), (sums / steps_per_epoch).tolist(), strict=True))
         history.append({"epoch": epoch, **row})
         if log and not progress:
             log(

@@ -13,9 +13,13 @@ from rich.console import Console
 
 from parbench import __version__
 
-app = typer.Typer(add_completion=False, rich_markup_mode="rich", no_args_is_help=True,
-                  context_settings={"help_option_names": ["-h", "--help"]},
-                  help="Benchmark and zero-shot evaluation suite for pedestrian attribute recognition.")  # fmt: skip
+app = typer.Typer(
+    add_completion=False,
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    help="Benchmark and zero-shot evaluation suite for pedestrian attribute recognition.",
+)
 datasets_app = typer.Typer(no_args_is_help=True, help="Dataset cards: list, inspect, prepare, audit.")
 methods_app = typer.Typer(no_args_is_help=True, help="Registered methods and their parameter counts.")
 runs_app = typer.Typer(no_args_is_help=True, help="Runs in a results store: list, export.")
@@ -78,5 +82,8 @@ def overrides(config: Path | None, sets: list[str] | None) -> dict:
 
 def print_metrics(metrics: dict) -> None:
     for proto, mm in metrics.items():
-        out.print(f"{proto:10s} mA {100 * mm['ma']:.2f}  Acc {100 * mm['acc']:.2f}  Prec {100 * mm['prec']:.2f}  "
-                  f"Rec {100 * mm['rec']:.2f}  F1 {100 * mm['f1']:.2f}", highlight=False)  # fmt: skip
+        out.print(
+            f"{proto:10s} mA {100 * mm['ma']:.2f}  Acc {100 * mm['acc']:.2f}  Prec {100 * mm['prec']:.2f}  "
+            f"Rec {100 * mm['rec']:.2f}  F1 {100 * mm['f1']:.2f}",
+            highlight=False,
+        )

@@ -22,10 +22,7 @@ def datasets_list(
     cards = [load_card(n) for n in list_cards()]
     if as_json:
         return print_json(
-            [
-                {"name": c.name, "attributes": c.num_attributes, "splits": c.splits, "reader": c.reader}
-                for c in cards
-            ]
+            [{"name": c.name, "attributes": c.num_attributes, "splits": c.splits, "reader": c.reader} for c in cards]
         )
     t = Table("dataset", "attributes", "splits (card)", "reader", "description")
     for c in cards:
@@ -51,18 +48,22 @@ def datasets_info(
     from parbench.settings import configured_root
 
     card = load_card(name)
-    info = {"name": card.name, "version": card.version, "reader": card.reader, "source_files": list(card.source_files),
-            "splits_card": card.splits, "attributes": [a.name for a in card.attributes],
-            "groups": card.groups()}  # fmt: skip
+    info = {
+        "name": card.name,
+        "version": card.version,
+        "reader": card.reader,
+        "source_files": list(card.source_files),
+        "splits_card": card.splits,
+        "attributes": [a.name for a in card.attributes],
+        "groups": card.groups(),
+    }
     if root is not None or configured_root(card.name) is not None or card.reader == "synthetic_json":
         from parbench.data import load_dataset
 
         ds = load_dataset(card.path or card.name, root, partition)
         info["splits"] = {s: int(ds.partition(s).size) for s in ds.splits}
         train = card.train_split if card.train_split in ds.partitions else ds.splits[0]
-        info["positive_ratio"] = dict(
-            zip(ds.attributes, ds.positive_ratio(train).round(4).tolist(), strict=True)
-        )
+        info["positive_ratio"] = dict(zip(ds.attributes, ds.positive_ratio(train).round(4).tolist(), strict=True))
         info["ratio_split"] = train
     if as_json:
         return print_json(info)
@@ -88,9 +89,7 @@ def datasets_prepare(
     from parbench.data import prepare_dataset
 
     with err.status(f"preparing {name}") as status:
-        rep = prepare_dataset(
-            name, root, partition, progress=lambda i, n: status.update(f"checking images {i}/{n}")
-        )
+        rep = prepare_dataset(name, root, partition, progress=lambda i, n: status.update(f"checking images {i}/{n}"))
     if as_json:
         return print_json(rep)
     out.print(f"{rep['dataset']}: {rep['images']} samples, splits {rep['splits']}")
@@ -106,9 +105,7 @@ def datasets_audit(
     name: Annotated[str, typer.Argument(help="Dataset name, or a card file (.toml).")],
     root: Root = None,
     partition: Partition = 0,
-    hashes: Annotated[
-        bool, typer.Option(help="Also hash every image to find exact duplicates across splits.")
-    ] = True,
+    hashes: Annotated[bool, typer.Option(help="Also hash every image to find exact duplicates across splits.")] = True,
     as_json: JsonOut = False,
 ) -> None:
     """Identity overlap between train and test, and exact-duplicate images across splits."""
@@ -153,7 +150,8 @@ def datasets_zs_split(
 def datasets_new(
     name: Annotated[str, typer.Argument(help="The dataset's name (as --dataset will call it).")],
     from_table: Annotated[
-        Path, typer.Option("--from", help="Annotation table (.csv, .tsv, .jsonl): image, split, one column per attribute.")
+        Path,
+        typer.Option("--from", help="Annotation table (.csv, .tsv, .jsonl): image, split, one column per attribute."),
     ],
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Card file to write (default: NAME.toml beside the table).")

@@ -32,9 +32,7 @@ def methods_info(
         str, typer.Option(help="open_clip model name (ViT-L-14, parbench-tiny) or timm:NAME (timm:resnet50).")
     ] = "ViT-L-14",
     dataset: Annotated[str | None, typer.Option(help="Dataset whose attributes size the heads.")] = None,
-    num_attributes: Annotated[
-        int | None, typer.Option(help="Number of attributes, instead of --dataset.")
-    ] = None,
+    num_attributes: Annotated[int | None, typer.Option(help="Number of attributes, instead of --dataset.")] = None,
     variant: Annotated[str | None, typer.Option(help="PromptPAR variant: fixed or reference.")] = None,
     set_: Sets = None,
     as_json: JsonOut = False,
@@ -48,7 +46,9 @@ def methods_info(
     info = method_info(method, backbone, dataset, num_attributes, settings)
     if as_json:
         return print_json(info)
-    out.print(f"{info['method']} on {info['backbone']} ({info['num_attributes']} attributes, {info['activation']}): "
-              f"{info['total_params']:,} total, {info['trainable_params']:,} trainable ({info['trainable_pct']:.3f}%); "
-              f"image tower {info['image_tower_params']:,}; {info['flops_per_image'] / 1e9:,.1f} GFLOPs per image",
-              highlight=False)  # fmt: skip
+    out.print(
+        f"{info['method']} on {info['backbone']} ({info['num_attributes']} attributes, {info['activation']}): "
+        f"{info['total_params']:,} total, {info['trainable_params']:,} trainable ({info['trainable_pct']:.3f}%); "
+        f"image tower {info['image_tower_params']:,}; {info['flops_per_image'] / 1e9:,.1f} GFLOPs per image",
+        highlight=False,
+    )

@@ -42,24 +42,19 @@ def run_cmd(
     partition: Partition = 0,
     config: Annotated[Path | None, typer.Option(help="TOML file of settings.")] = None,
     set_: Sets = None,
-    select_on: Annotated[
-        str | None, typer.Option(help="Selection split: val, carve, last or test (marked).")
-    ] = None,
+    select_on: Annotated[str | None, typer.Option(help="Selection split: val, carve, last or test (marked).")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder for run folders.")] = Path("runs"),
     store: Annotated[Path | None, typer.Option(help="Results store to record the run in.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue a killed run from its last finished epoch.")] = False,
     from_pickle: Annotated[
         Path | None,
         typer.Option(
-            help="Read a reference pickle (dataset_all.pkl / pad.pkl) "
-            "instead of the original annotation files."
+            help="Read a reference pickle (dataset_all.pkl / pad.pkl) instead of the original annotation files."
         ),
     ] = None,
     split_file: Annotated[
         Path | None,
-        typer.Option(
-            help="A split from `datasets zs-split` (identity-disjoint) instead of the dataset's own."
-        ),
+        typer.Option(help="A split from `datasets zs-split` (identity-disjoint) instead of the dataset's own."),
     ] = None,
     as_json: JsonOut = False,
 ) -> None:
@@ -71,22 +66,39 @@ def run_cmd(
         settings["epochs"] = epochs
     if select_on is not None:
         settings["select_on"] = select_on
-    spec = RunSpec(dataset=dataset, method=method, backbone=backbone, pretrained=pretrained, seed=seed,
-                   root=str(root) if root else None, partition=partition, overrides=settings, out=str(out_dir),
-                   resume=resume, store=str(store) if store else None, quiet=as_json,
-                   source=str(from_pickle) if from_pickle else None,
-                   split_file=str(split_file) if split_file else None)  # fmt: skip
+    spec = RunSpec(
+        dataset=dataset,
+        method=method,
+        backbone=backbone,
+        pretrained=pretrained,
+        seed=seed,
+        root=str(root) if root else None,
+        partition=partition,
+        overrides=settings,
+        out=str(out_dir),
+        resume=resume,
+        store=str(store) if store else None,
+        quiet=as_json,
+        source=str(from_pickle) if from_pickle else None,
+        split_file=str(split_file) if split_file else None,
+    )
     rec = run(spec)
     if "rank" in rec:  # torchrun: ranks other than 0 print nothing
         return
     if as_json:
         return print_json({k: v for k, v in rec.items() if k != "config"} | {"config": rec["config"]})
     if rec.get("reused"):
-        err.print(f"finished earlier (same settings and data): {rec['run_dir']}; remove that folder to run it "
-                  "again", markup=False, highlight=False)  # fmt: skip
+        err.print(
+            f"finished earlier (same settings and data): {rec['run_dir']}; remove that folder to run it again",
+            markup=False,
+            highlight=False,
+        )
     print_metrics(rec["metrics"])
-    out.print(f"selected on {rec['selected_on']}; {rec['trainable_params']:,} of {rec['total_params']:,} params train; "
-              f"{rec['wall_s']:.1f} s; {rec['run_dir']}", highlight=False)  # fmt: skip
+    out.print(
+        f"selected on {rec['selected_on']}; {rec['trainable_params']:,} of {rec['total_params']:,} params train; "
+        f"{rec['wall_s']:.1f} s; {rec['run_dir']}",
+        highlight=False,
+    )
 
 
 @app.command("eval")
@@ -95,9 +107,7 @@ def eval_cmd(
     dataset: Annotated[
         str | None, typer.Option(help="Dataset (default: the run's; required for reference files).")
     ] = None,
-    method: Annotated[
-        str | None, typer.Option(help="Method (default: the run's; read off a reference file).")
-    ] = None,
+    method: Annotated[str | None, typer.Option(help="Method (default: the run's; read off a reference file).")] = None,
     root: Root = None,
     backbone: Annotated[
         str | None,
@@ -106,12 +116,8 @@ def eval_cmd(
     pretrained: Annotated[
         str | None, typer.Option(help="Backbone weights for a parbench checkpoint (default: the run's).")
     ] = None,
-    split: Annotated[
-        str | None, typer.Option(help="Split to evaluate (default: the card's test split).")
-    ] = None,
-    partition: Annotated[
-        int | None, typer.Option(help="Random partition (default: the run's own, else 0).")
-    ] = None,
+    split: Annotated[str | None, typer.Option(help="Split to evaluate (default: the card's test split).")] = None,
+    partition: Annotated[int | None, typer.Option(help="Random partition (default: the run's own, else 0).")] = None,
     split_file: Annotated[
         Path | None, typer.Option(help="A `datasets zs-split` file (default: the run's own, if it had one).")
     ] = None,
@@ -119,9 +125,7 @@ def eval_cmd(
         Path | None, typer.Option(help="A reference pickle as the data source (default: the run's own).")
     ] = None,
     set_: Sets = None,
-    predictions: Annotated[
-        Path | None, typer.Option(help="Write probabilities and labels to this .npz.")
-    ] = None,
+    predictions: Annotated[Path | None, typer.Option(help="Write probabilities and labels to this .npz.")] = None,
     as_json: JsonOut = False,
 ) -> None:
     """Evaluate a trained checkpoint (parbench's, or PromptPAR's released/reference files) on a dataset.
@@ -130,16 +134,30 @@ def eval_cmd(
     reference file's options are read off its tensors, and what could not be read is printed with its default."""
     from parbench.engine.restore import evaluate_checkpoint
 
-    res = evaluate_checkpoint(checkpoint, dataset, str(root) if root else None, method, backbone, pretrained,
-                              overrides(None, set_), split, partition, predictions, quiet=as_json,
-                              split_file=str(split_file) if split_file else None,
-                              source=str(from_pickle) if from_pickle else None)  # fmt: skip
+    res = evaluate_checkpoint(
+        checkpoint,
+        dataset,
+        str(root) if root else None,
+        method,
+        backbone,
+        pretrained,
+        overrides(None, set_),
+        split,
+        partition,
+        predictions,
+        quiet=as_json,
+        split_file=str(split_file) if split_file else None,
+        source=str(from_pickle) if from_pickle else None,
+    )
     if as_json:
         return print_json(res)
     _print_inferred(res)
     print_metrics(res["metrics"])
-    out.print(f"{res['method']} ({res['format']} checkpoint) on {res['dataset']}/{res['split']}: {res['n']} images, "
-              f"{res['images_per_s']:.1f} img/s on {res['device']}", highlight=False)  # fmt: skip
+    out.print(
+        f"{res['method']} ({res['format']} checkpoint) on {res['dataset']}/{res['split']}: {res['n']} images, "
+        f"{res['images_per_s']:.1f} img/s on {res['device']}",
+        highlight=False,
+    )
 
 
 def _print_inferred(res: dict) -> None:
@@ -147,19 +165,23 @@ def _print_inferred(res: dict) -> None:
     d = res["data"]
     if res["data_from_run"]:
         got = ", ".join(f"{k} {d[k]}" for k in res["data_from_run"])
-        err.print(f"data: the run's own ({got}); pass --partition / --split-file / --from-pickle / --root to "
-                  "evaluate elsewhere", markup=False, highlight=False)  # fmt: skip
+        err.print(
+            f"data: the run's own ({got}); pass --partition / --split-file / --from-pickle / --root to "
+            "evaluate elsewhere",
+            markup=False,
+            highlight=False,
+        )
     if d.get("limit"):
-        err.print(f"data: the run's first {d['limit']} {res['split']} images (a smoke run: limit={d['limit']})",
-                  markup=False, highlight=False)  # fmt: skip
+        err.print(
+            f"data: the run's first {d['limit']} {res['split']} images (a smoke run: limit={d['limit']})",
+            markup=False,
+            highlight=False,
+        )
     inf = res.get("inferred")
     if not inf:
         return
     say = lambda text: err.print(text, markup=False, highlight=False)
-    say(
-        "read off the checkpoint's tensors: "
-        + ", ".join(f"{k}={v}" for k, v in inf["read_off_tensors"].items())
-    )
+    say("read off the checkpoint's tensors: " + ", ".join(f"{k}={v}" for k, v in inf["read_off_tensors"].items()))
     say(f"backbone: {inf['backbone']} ({inf['activation']}: the reference's CLIP is OpenAI's code)")
     say(
         "not in the tensors, taken as defaults (--set key=value to change): "
@@ -187,9 +209,7 @@ def predict_cmd(
     checkpoint: Annotated[
         Path | None, typer.Option(help="A checkpoint file (parbench or PromptPAR reference).")
     ] = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="Dataset whose attributes a reference checkpoint has.")
-    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset whose attributes a reference checkpoint has.")] = None,
     backbone: Annotated[str | None, typer.Option(help="open_clip model name (default: the run's).")] = None,
     pretrained: Annotated[str | None, typer.Option(help="Backbone weights (default: the run's).")] = None,
     protocol: Annotated[
@@ -197,9 +217,7 @@ def predict_cmd(
     ] = "promptpar",
     threshold: Annotated[float | None, typer.Option(help="Override the decision threshold.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or json.")] = "csv",
-    output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")
-    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (default: stdout).")] = None,
     set_: Sets = None,
 ) -> None:
     """Per image: every attribute's probability and decision, with the run's preprocessing."""
@@ -213,8 +231,18 @@ def predict_cmd(
         )
     progress = progress_bar(False)
     with progress:
-        res = predict_images(run_dir or checkpoint, images, protocol, threshold, dataset, None, backbone, pretrained,
-                             overrides(None, set_), progress=progress)  # fmt: skip
+        res = predict_images(
+            run_dir or checkpoint,
+            images,
+            protocol,
+            threshold,
+            dataset,
+            None,
+            backbone,
+            pretrained,
+            overrides(None, set_),
+            progress=progress,
+        )
     text = format_predictions(res, fmt)
     if output:
         write_text(output, text)
@@ -231,9 +259,7 @@ def score(
         str, typer.Option(help="promptpar (0.45, mean F1) or rethinking (0.5, harmonic F1).")
     ] = "promptpar",
     threshold: Annotated[float | None, typer.Option(help="Override the protocol's threshold.")] = None,
-    unspecified: Annotated[
-        str, typer.Option(help="Label 255: negative (default), ignore, or stored.")
-    ] = "negative",
+    unspecified: Annotated[str, typer.Option(help="Label 255: negative (default), ignore, or stored.")] = "negative",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for 95% intervals (0 = off).")] = 0,
     as_json: JsonOut = False,
 ) -> None:
@@ -251,5 +277,7 @@ def score(
         res["ci95"] = bootstrap_ci(arrays[0], arrays[1], protocol, threshold, unspecified, n_boot=bootstrap)
     if as_json:
         return print_json(res)
-    out.print("  ".join(f"{k} {100 * res[k]:.2f}" for k in ("ma", "acc", "prec", "rec", "f1")) +
-              f"  ({m.protocol}, threshold {m.threshold})")  # fmt: skip
+    out.print(
+        "  ".join(f"{k} {100 * res[k]:.2f}" for k in ("ma", "acc", "prec", "rec", "f1"))
+        + f"  ({m.protocol}, threshold {m.threshold})"
+    )

@@ -25,8 +25,20 @@ def runs_list(
     if as_json:
         return print_json(rows)
     cols = ("dataset", "method", "backbone", "seed", "mA", "F1", "trainable", "selected on", "run")
-    cells = [[r["dataset"], r["method"], r["backbone"], str(r["seed"]), f"{100 * r['ma']:.2f}", f"{100 * r['f1']:.2f}",
-              f"{r['trainable_params']:,}", r["selected_on"], r["run_id"]] for r in rows]  # fmt: skip
+    cells = [
+        [
+            r["dataset"],
+            r["method"],
+            r["backbone"],
+            str(r["seed"]),
+            f"{100 * r['ma']:.2f}",
+            f"{100 * r['f1']:.2f}",
+            f"{r['trainable_params']:,}",
+            r["selected_on"],
+            r["run_id"],
+        ]
+        for r in rows
+    ]
     if not out.is_terminal:
         sys.stdout.write("\t".join(cols) + "\n" + "".join("\t".join(c) + "\n" for c in cells))
         return

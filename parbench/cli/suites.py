@@ -13,12 +13,8 @@ from parbench.cli.common import DEFAULT_STORE, JsonOut, StorePath, app, err, out
 @app.command("suite")
 def suite_cmd(
     file: Annotated[Path, typer.Argument(help="Suite TOML file.")],
-    store: Annotated[
-        Path | None, typer.Option(help="The suite's results store (default: the suite's).")
-    ] = None,
-    out_dir: Annotated[
-        Path | None, typer.Option("--out", help="The suite's folder (default: the suite's).")
-    ] = None,
+    store: Annotated[Path | None, typer.Option(help="The suite's results store (default: the suite's).")] = None,
+    out_dir: Annotated[Path | None, typer.Option("--out", help="The suite's folder (default: the suite's).")] = None,
     launcher: Annotated[
         str,
         typer.Option(
@@ -44,9 +40,7 @@ def suite_cmd(
     collect: Annotated[
         bool, typer.Option(help="Merge the jobs' stores into the suite's store and list what is missing.")
     ] = False,
-    partition: Annotated[
-        str | None, typer.Option(help="Slurm partition (else the suite's [slurm] table).")
-    ] = None,
+    partition: Annotated[str | None, typer.Option(help="Slurm partition (else the suite's [slurm] table).")] = None,
     account: Annotated[str | None, typer.Option(help="Slurm account.")] = None,
     time_min: Annotated[int | None, typer.Option("--time", help="Slurm time limit per job, minutes.")] = None,
     gpus: Annotated[int | None, typer.Option(help="GPUs per Slurm job.")] = None,
@@ -65,12 +59,17 @@ def suite_cmd(
         res = launch.collect(suite)
         if as_json:
             return print_json(res)
-        out.print(f"merged {res['merged']} job records into {res['store']}: {res['runs']} runs, {res['missing']} missing",
-                  highlight=False)  # fmt: skip
+        out.print(
+            f"merged {res['merged']} job records into {res['store']}: {res['runs']} runs, {res['missing']} missing",
+            highlight=False,
+        )
         for j in res["jobs"]:
             if j["missing"]:
-                err.print(f"job {j['job_id']} (shard {j['shard']}): {j['missing']} runs missing; log {j['stderr']}",
-                          markup=False, highlight=False)  # fmt: skip
+                err.print(
+                    f"job {j['job_id']} (shard {j['shard']}): {j['missing']} runs missing; log {j['stderr']}",
+                    markup=False,
+                    highlight=False,
+                )
         return
     k_n = launch.parse_shard(shard)
     if k_n is not None:  # one share, here (what a job or a hand-written sbatch script runs)
@@ -81,8 +80,11 @@ def suite_cmd(
 
         specs = take_shard(suite.specs, k, n)
         todo = pending(suite, specs)
-        err.print(f"suite {suite.name}, shard {k}/{n}: {len(specs)} runs, {len(specs) - len(todo)} already done, "
-                  f"{len(todo)} to run", highlight=False)  # fmt: skip
+        err.print(
+            f"suite {suite.name}, shard {k}/{n}: {len(specs)} runs, {len(specs) - len(todo)} already done, "
+            f"{len(todo)} to run",
+            highlight=False,
+        )
         if dry_run:
             for s in todo:
                 out.print(f"{s.dataset} {s.method} {s.backbone} seed={s.seed} key={s.key()}", highlight=False)
@@ -101,8 +103,11 @@ def suite_cmd(
     )
     if as_json:
         return print_json(plan)
-    err.print(f"suite {plan['suite']}: {plan['runs']} runs, {plan['done']} already done, {plan['pending']} to run"
-              + ("" if launcher == "local" else f" in {len(plan['jobs'])} {launcher} job(s)"), highlight=False)  # fmt: skip
+    err.print(
+        f"suite {plan['suite']}: {plan['runs']} runs, {plan['done']} already done, {plan['pending']} to run"
+        + ("" if launcher == "local" else f" in {len(plan['jobs'])} {launcher} job(s)"),
+        highlight=False,
+    )
     if dry_run:  # the plan: each job with its share, and (one local process) every pending run
         from parbench.suite import pending
 
@@ -112,9 +117,7 @@ def suite_cmd(
         for s in pending(suite, suite.specs):
             out.print(f"{s.dataset} {s.method} {s.backbone} seed={s.seed} key={s.key()}", highlight=False)
     for j in plan.get("submitted", []):
-        out.print(
-            f"job {j['job_id']}: shard {j['shard']}, store {j['store']}, log {j['stderr']}", highlight=False
-        )
+        out.print(f"job {j['job_id']}: shard {j['shard']}, store {j['store']}, log {j['stderr']}", highlight=False)
     if plan.get("collected"):
         c = plan["collected"]
         out.print(f"collected into {c['store']}: {c['runs']} runs, {c['missing']} missing", highlight=False)

@@ -87,12 +87,22 @@ def write_identity_split(ds, path, seed: int = 0, fractions=(0.6, 0.2, 0.2)) -> 
     if len(fractions) != 3 or abs(sum(fractions) - 1) > 1e-6 or min(fractions) < 0:
         raise ParbenchError("--fractions", "three non-negative shares summing to 1", str(fractions))
     splits = identity_split(ds.identities, seed, fractions)
-    doc = {"format": "parbench-identity-split", "dataset": ds.name, "seed": seed, "fractions": list(fractions),
-           "splits": {k: {"index": v.tolist(), "images": [ds.relpaths[i] for i in v]} for k, v in splits.items()}}  # fmt: skip
+    doc = {
+        "format": "parbench-identity-split",
+        "dataset": ds.name,
+        "seed": seed,
+        "fractions": list(fractions),
+        "splits": {k: {"index": v.tolist(), "images": [ds.relpaths[i] for i in v]} for k, v in splits.items()},
+    }
     write_text(path, json.dumps(doc))
-    return {"dataset": ds.name, "seed": seed, "output": str(path),
-            "splits": {k: {"images": int(v.size), "identities": int(np.unique(ds.identities[v]).size)}
-                       for k, v in splits.items()}}  # fmt: skip
+    return {
+        "dataset": ds.name,
+        "seed": seed,
+        "output": str(path),
+        "splits": {
+            k: {"images": int(v.size), "identities": int(np.unique(ds.identities[v]).size)} for k, v in splits.items()
+        },
+    }
 
 
 def apply_split_file(ds, path):
@@ -123,8 +133,6 @@ def apply_split_file(ds, path):
         if idx.size and (idx.min() < 0 or idx.max() >= len(ds.relpaths)):
             raise ParbenchError(path, f"indices below {len(ds.relpaths)} in split {name}", f"max {idx.max()}")
         if [ds.relpaths[i] for i in idx] != list(split["images"]):
-            raise ParbenchError(
-                path, f"the same images as {ds.name} at root {ds.root}", f"other images in {name}"
-            )
+            raise ParbenchError(path, f"the same images as {ds.name} at root {ds.root}", f"other images in {name}")
         parts[name] = idx
     return dataclasses.replace(ds, partitions=parts)

@@ -36,14 +36,10 @@ class PARDataset:
     def __post_init__(self) -> None:
         n = len(self.relpaths)
         if self.labels.shape != (n, len(self.attributes)):
-            raise ParbenchError(
-                self.name, f"labels of shape ({n}, {len(self.attributes)})", str(self.labels.shape)
-            )
+            raise ParbenchError(self.name, f"labels of shape ({n}, {len(self.attributes)})", str(self.labels.shape))
         for split, idx in self.partitions.items():
             if idx.size and (idx.min() < 0 or idx.max() >= n):
-                raise ParbenchError(
-                    self.name, f"split '{split}' indices in [0, {n})", f"{idx.min()}..{idx.max()}"
-                )
+                raise ParbenchError(self.name, f"split '{split}' indices in [0, {n})", f"{idx.min()}..{idx.max()}")
 
     def __len__(self) -> int:
         return len(self.relpaths)

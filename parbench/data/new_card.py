@@ -38,8 +38,11 @@ def draft_card(name: str, table: str | Path, card_path: str | Path) -> str:
         raise ParbenchError(table, "at least one row", "none")
     splits = Counter(str(r.get(OPTIONS["split_column"], "") or "").strip() for _, r in rows)
     if "" in splits:
-        raise ParbenchError(table, f"a '{OPTIONS['split_column']}' column naming each row's split (train / val / test)",
-                            f"{splits['']} rows without one")  # fmt: skip
+        raise ParbenchError(
+            table,
+            f"a '{OPTIONS['split_column']}' column naming each row's split (train / val / test)",
+            f"{splits['']} rows without one",
+        )
     candidates = [c for c in header if c not in _NOT_ATTRIBUTES]
     attributes = [c for c in candidates if _binary([r.get(c) for _, r in rows])]
     skipped = [c for c in candidates if c not in attributes]

@@ -49,9 +49,7 @@ def _latin1_encode(text: Any, encoding: str = "utf-8", errors: str = "strict") -
     (numpy array data, numpy scalars) as latin-1 text. Only that use is admitted: other codecs are refused,
     so a pickle cannot reach any codec machinery through it."""
     if not isinstance(text, str) or str(encoding).lower() not in _LATIN1:
-        raise ParbenchError(
-            None, "latin-1 encoded bytes in a protocol-2 pickle", f"_codecs.encode(..., {encoding!r})"
-        )
+        raise ParbenchError(None, "latin-1 encoded bytes in a protocol-2 pickle", f"_codecs.encode(..., {encoding!r})")
     return text.encode("latin-1", errors="strict")
 
 

@@ -41,8 +41,7 @@ class SyntheticSpec:
 
     def key(self) -> str:
         return (
-            f"v{FORMAT_VERSION}-id{self.identities}x{self.images_per_identity}"
-            f"-{self.width}x{self.height}-s{self.seed}"
+            f"v{FORMAT_VERSION}-id{self.identities}x{self.images_per_identity}-{self.width}x{self.height}-s{self.seed}"
         )
 
 
@@ -80,8 +79,10 @@ def _draw(a: dict[str, int], style: dict, rng: np.random.Generator, w: int, h: i
     d = ImageDraw.Draw(img)
     for _ in range(3):  # background clutter
         x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
-        d.rectangle([x0, y0, x0 + int(rng.integers(5, 30)), y0 + int(rng.integers(5, 30))],
-                    fill=tuple(int(v) for v in rng.integers(40, 220, size=3)))  # fmt: skip
+        d.rectangle(
+            [x0, y0, x0 + int(rng.integers(5, 30)), y0 + int(rng.integers(5, 30))],
+            fill=tuple(int(v) for v in rng.integers(40, 220, size=3)),
+        )
     s = h / 160 * float(rng.uniform(0.9, 1.05))  # scale
     cx = w / 2 + float(rng.uniform(-6, 6)) * w / 80
     top = float(rng.uniform(4, 12)) * h / 160
@@ -97,33 +98,44 @@ def _draw(a: dict[str, int], style: dict, rng: np.random.Generator, w: int, h: i
     upper, lower = style["upper"], style["lower"]
     hair = (200, 200, 200) if a["elderly"] else style["hair"]
     if a["backpack"]:  # a pack sticking out behind the torso
-        d.rectangle([cx + shoulder - 2 * s, neck_y + 6 * s, cx + shoulder + 9 * s, neck_y + 36 * s],
-                    fill=style["bag"], outline=(0, 0, 0))  # fmt: skip
-        d.line(
-            [cx - shoulder + 3 * s, neck_y + 2 * s, cx + shoulder, neck_y + 8 * s], fill=style["bag"], width=3
+        d.rectangle(
+            [cx + shoulder - 2 * s, neck_y + 6 * s, cx + shoulder + 9 * s, neck_y + 36 * s],
+            fill=style["bag"],
+            outline=(0, 0, 0),
         )
+        d.line([cx - shoulder + 3 * s, neck_y + 2 * s, cx + shoulder, neck_y + 8 * s], fill=style["bag"], width=3)
     # torso and arms
-    d.polygon([(cx - shoulder + stoop, neck_y + 2 * s), (cx + shoulder + stoop, neck_y + 2 * s),
-               (cx + hip, waist_y), (cx - hip, waist_y)], fill=upper)  # fmt: skip
+    d.polygon(
+        [
+            (cx - shoulder + stoop, neck_y + 2 * s),
+            (cx + shoulder + stoop, neck_y + 2 * s),
+            (cx + hip, waist_y),
+            (cx - hip, waist_y),
+        ],
+        fill=upper,
+    )
     swing = float(rng.uniform(-6, 6)) * s
     for side in (-1, 1):
         sx = cx + side * shoulder + stoop
         ex, ey = sx + side * 5 * s + swing * side, neck_y + 48 * s
-        d.line(
-            [sx, neck_y + 4 * s, ex, ey], fill=upper if a["long_sleeves"] else skin, width=max(2, int(6 * s))
-        )
+        d.line([sx, neck_y + 4 * s, ex, ey], fill=upper if a["long_sleeves"] else skin, width=max(2, int(6 * s)))
         if not a["long_sleeves"]:
-            d.line(
-                [sx, neck_y + 4 * s, sx + side * 2 * s, neck_y + 16 * s], fill=upper, width=max(2, int(7 * s))
-            )
+            d.line([sx, neck_y + 4 * s, sx + side * 2 * s, neck_y + 16 * s], fill=upper, width=max(2, int(7 * s)))
         if side == 1 and a["handbag"]:
             d.line([ex, ey, ex, ey + 8 * s], fill=(20, 20, 20), width=1)
             d.rectangle([ex - 6 * s, ey + 8 * s, ex + 6 * s, ey + 20 * s], fill=style["handbag"])
     # lower body
     legs_top = waist_y
     if a["skirt"]:
-        d.polygon([(cx - hip, waist_y), (cx + hip, waist_y), (cx + hip + 9 * s, waist_y + 30 * s),
-                   (cx - hip - 9 * s, waist_y + 30 * s)], fill=lower)  # fmt: skip
+        d.polygon(
+            [
+                (cx - hip, waist_y),
+                (cx + hip, waist_y),
+                (cx + hip + 9 * s, waist_y + 30 * s),
+                (cx - hip - 9 * s, waist_y + 30 * s),
+            ],
+            fill=lower,
+        )
         legs_top = waist_y + 30 * s
     for side in (-1, 1):
         lx = cx + side * hip * 0.55
@@ -145,10 +157,10 @@ def _draw(a: dict[str, int], style: dict, rng: np.random.Generator, w: int, h: i
     if a["glasses"]:
         d.rectangle([hx - head_r + 1, hy - 1 * s, hx + head_r - 1, hy + 2.5 * s], fill=(10, 10, 10))
     if a["hat"]:
-        d.rectangle([hx - head_r - 4 * s, hy - head_r * 0.55, hx + head_r + 4 * s, hy - head_r * 0.3],
-                    fill=style["hat"])  # fmt: skip
-        d.rectangle([hx - head_r * 0.8, hy - head_r - 6 * s, hx + head_r * 0.8, hy - head_r * 0.5],
-                    fill=style["hat"])  # fmt: skip
+        d.rectangle(
+            [hx - head_r - 4 * s, hy - head_r * 0.55, hx + head_r + 4 * s, hy - head_r * 0.3], fill=style["hat"]
+        )
+        d.rectangle([hx - head_r * 0.8, hy - head_r - 6 * s, hx + head_r * 0.8, hy - head_r * 0.5], fill=style["hat"])
     arr = np.asarray(img).astype(np.int16)
     arr = arr * float(rng.uniform(0.8, 1.15)) + rng.normal(0, 6, size=arr.shape)  # lighting and sensor noise
     return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
@@ -221,9 +233,7 @@ def generate(root: Path, spec: SyntheticSpec = SyntheticSpec()) -> Path:
 def read_synthetic(card: Card, root: Path, partition: int = 0) -> PARDataset:
     path = root / card.source_files[0]
     if not path.is_file():
-        raise ParbenchError(
-            path, "a synthetic annotation.json (run `parbench datasets prepare`)", "no such file"
-        )
+        raise ParbenchError(path, "a synthetic annotation.json (run `parbench datasets prepare`)", "no such file")
     doc = json.loads(path.read_text())
     if doc.get("format") != "parbench-synthetic":
         raise ParbenchError(path, "format 'parbench-synthetic'", repr(doc.get("format")))

@@ -61,8 +61,9 @@ class ImageSplit(torch.utils.data.Dataset):
     epoch whatever the batch order, the number of loader workers or the number of processes (DDP).
     """
 
-    def __init__(self, ds: PARDataset, indices: np.ndarray, transform, cache: bool = False,
-                 aug_seed: int | None = None):  # fmt: skip
+    def __init__(
+        self, ds: PARDataset, indices: np.ndarray, transform, cache: bool = False, aug_seed: int | None = None
+    ):
         self.ds, self.indices, self.transform = ds, np.asarray(indices, dtype=np.int64), transform
         self._cache: dict[int, torch.Tensor] | None = {} if cache else None
         self.aug_seed = aug_seed

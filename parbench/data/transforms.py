@@ -29,8 +29,9 @@ def resolve_preprocess(weights: Preprocess, cfg: Any, method_defaults: dict | No
     if cfg.interpolation != "auto":
         chosen["interpolation"] = cfg.interpolation
     mean, std = (weights.mean, weights.std) if chosen["normalization"] == "backbone" else HALF
-    return replace(weights, mean=tuple(mean), std=tuple(std), interpolation=chosen["interpolation"],
-                   letterbox=bool(cfg.letterbox))  # fmt: skip
+    return replace(
+        weights, mean=tuple(mean), std=tuple(std), interpolation=chosen["interpolation"], letterbox=bool(cfg.letterbox)
+    )
 
 
 class Letterbox:
@@ -73,16 +74,10 @@ class ImageTransform:
         if pre.interpolation not in INTERPOLATIONS:
             from parbench.errors import ParbenchError
 
-            raise ParbenchError(
-                "interpolation", f"one of {', '.join(INTERPOLATIONS)}", repr(pre.interpolation)
-            )
-        mode = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[
-            pre.interpolation
-        ]
+            raise ParbenchError("interpolation", f"one of {', '.join(INTERPOLATIONS)}", repr(pre.interpolation))
+        mode = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[pre.interpolation]
         self.resize = (
-            Letterbox(pre.size, pre.interpolation)
-            if pre.letterbox
-            else T.Resize(pre.size, interpolation=mode)
+            Letterbox(pre.size, pre.interpolation) if pre.letterbox else T.Resize(pre.size, interpolation=mode)
         )
         self.pre, self.train, self.pad, self.flip = pre, train, pad if train else 0, flip and train
         self.mean = torch.tensor(pre.mean).view(3, 1, 1)

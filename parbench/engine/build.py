@@ -61,16 +61,29 @@ def build_checked(method: MethodSpec, backbone: Backbone, card: Card, options: A
     if not isinstance(model, nn.Module):
         raise ParbenchError(where, "build(backbone, card, options) -> nn.Module", type(model).__name__)
     if method.trains and not any(p.requires_grad for p in model.parameters()):
-        raise ParbenchError(where, "a model with parameters that train (requires_grad), as the method trains "
-                            "(MethodSpec(trains=False) for an evaluation-only method)", "none")  # fmt: skip
+        raise ParbenchError(
+            where,
+            "a model with parameters that train (requires_grad), as the method trains "
+            "(MethodSpec(trains=False) for an evaluation-only method)",
+            "none",
+        )
     if method.uses_features and not (callable(getattr(model, "encode", None)) and hasattr(model, "head")):
-        raise ParbenchError(where, "a feature method's model with encode(images) and head(features)",
-                            "no encode or head")  # fmt: skip
+        raise ParbenchError(
+            where, "a feature method's model with encode(images) and head(features)", "no encode or head"
+        )
     return model
 
 
-def build_model(method: MethodSpec, card: Card, cfg: TrainConfig, options: Any, backbone: str, pretrained: str | None,
-                seed: int, quick_gelu: bool | None = None) -> Built:  # fmt: skip
+def build_model(
+    method: MethodSpec,
+    card: Card,
+    cfg: TrainConfig,
+    options: Any,
+    backbone: str,
+    pretrained: str | None,
+    seed: int,
+    quick_gelu: bool | None = None,
+) -> Built:
     """The one place a method's model is built for a run, an eval or a prediction: the backbone (weights, the
     seed of random weights), the method's own init seeded with the run's seed, the preprocessing it is fed."""
     from parbench.engine.train import seed_everything

@@ -36,23 +36,17 @@ class TrainConfig:
         "auto"  # "auto" (the method's, else the weights'), "backbone" (the weights' mean/std), "half" (0.5)
     )
     interpolation: str = "auto"  # resize: "auto" (the method's, else the weights'), "bicubic" or "bilinear"
-    letterbox: bool = (
-        False  # keep the aspect ratio and pad with black to the input size (PromptPAR's Pad_datasets)
-    )
+    letterbox: bool = False  # keep the aspect ratio and pad with black to the input size (PromptPAR's Pad_datasets)
     train_split: str = "auto"  # "auto" = the card's train split; e.g. "trainval" to reproduce the references
     select_on: str = "auto"  # "auto" = card; "val", "carve" (seeded val from train), "last" or "test"
     carve_fraction: float = 0.1  # share of the train split held out when select_on = "carve"
-    select_protocol: str = (
-        "promptpar"  # whose mA picks the best epoch (threshold 0.45 or 0.5); both are reported
-    )
+    select_protocol: str = "promptpar"  # whose mA picks the best epoch (threshold 0.45 or 0.5); both are reported
     num_workers: int = 0  # DataLoader workers (0 keeps CPU runs bit-for-bit reproducible)
     cache_images: bool = False  # keep decoded images in memory (small datasets)
     device: str = "auto"  # "auto", "cpu", "cuda"
     amp: bool = True  # bf16 autocast on CUDA (fp32 on CPU regardless)
     grad_checkpointing: bool = False  # recompute frozen-tower activations in backward (saves memory)
-    compile: bool = (
-        False  # torch.compile the model for evaluation (GPU: pays; CPU: ~+3% after ~1 min compiling)
-    )
+    compile: bool = False  # torch.compile the model for evaluation (GPU: pays; CPU: ~+3% after ~1 min compiling)
     max_steps: int = 0  # stop each epoch after this many steps (smoke runs; the record is marked smoke)
     limit: int = 0  # use at most this many images per split (smoke runs; the record is marked smoke)
     bootstrap: int = 1000  # bootstrap resamples for the 95% intervals (0 = off)

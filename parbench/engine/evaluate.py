@@ -42,20 +42,40 @@ def images_stamp(ds: PARDataset, idx: np.ndarray) -> str:
 def feature_cache_key(built: Built, ds: PARDataset, idx: np.ndarray) -> dict:
     """Everything that changes the bytes of a feature matrix: the backbone's identity (weights content, random
     seed, activation), the exact images (and their stamps and boxes) and the eval transform."""
-    return {"backbone": built.backbone.describe(), "root": str(ds.root), "images": images_stamp(ds, idx),
-            "transform": describe(built.preprocess, False)}  # fmt: skip
+    return {
+        "backbone": built.backbone.describe(),
+        "root": str(ds.root),
+        "images": images_stamp(ds, idx),
+        "transform": describe(built.preprocess, False),
+    }
 
 
-def predict_split(built: Built, ds: PARDataset, idx: np.ndarray, device: torch.device, progress=None,
-                  use_cache: bool = True, info: dict | None = None) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def predict_split(
+    built: Built,
+    ds: PARDataset,
+    idx: np.ndarray,
+    device: torch.device,
+    progress=None,
+    use_cache: bool = True,
+    info: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """(probabilities, labels) of samples `idx`, in that order. `info["features_cached"]` says whether a
     feature method read its features from the cache (then only the head was timed)."""
     cfg = built.cfg
     transform = build_transform(built.preprocess, False)
     built.model.to(device)
     if built.method.uses_features:
-        feats = cached_features(built.model, ds, idx, transform, device, cfg, feature_cache_key(built, ds, idx),
-                                progress, use_cache=use_cache)  # fmt: skip
+        feats = cached_features(
+            built.model,
+            ds,
+            idx,
+            transform,
+            device,
+            cfg,
+            feature_cache_key(built, ds, idx),
+            progress,
+            use_cache=use_cache,
+        )
         if info is not None:
             info["features_cached"] = bool(getattr(feats, "from_cache", False))
         loader = epoch_loader(feats, cfg.eval_batch_size, 0, 0, 0, shuffle=False)
@@ -65,9 +85,7 @@ def predict_split(built: Built, ds: PARDataset, idx: np.ndarray, device: torch.d
         if built.compiled is None:
             built.compiled = torch.compile(built.model)
         model = built.compiled
-    loader = epoch_loader(
-        ImageSplit(ds, idx, transform), cfg.eval_batch_size, 0, 0, cfg.num_workers, shuffle=False
-    )
+    loader = epoch_loader(ImageSplit(ds, idx, transform), cfg.eval_batch_size, 0, 0, cfg.num_workers, shuffle=False)
     task = progress.add_task("evaluating", total=len(idx)) if progress else None
     tick = (lambda n: progress.advance(task, n)) if progress else None
     try:

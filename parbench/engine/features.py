@@ -32,16 +32,15 @@ class FeatureHead(nn.Module):
 
 
 def feature_key(key: dict, idx: np.ndarray) -> str:
-    blob = (
-        json.dumps(key, sort_keys=True, default=str) + hashlib.sha256(np.asarray(idx).tobytes()).hexdigest()
-    )
+    blob = json.dumps(key, sort_keys=True, default=str) + hashlib.sha256(np.asarray(idx).tobytes()).hexdigest()
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 @torch.no_grad()
 def encode_split(model, ds, idx, transform, device, cfg, progress=None) -> np.ndarray:
-    loader = torch.utils.data.DataLoader(ImageSplit(ds, idx, transform), batch_size=cfg.eval_batch_size,
-                                         shuffle=False, num_workers=cfg.num_workers)  # fmt: skip
+    loader = torch.utils.data.DataLoader(
+        ImageSplit(ds, idx, transform), batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers
+    )
     task = progress.add_task("encoding", total=len(idx)) if progress else None
     out = []
     for images, _, _ in loader:
@@ -61,9 +60,7 @@ def cached_features(model, ds, idx, transform, device, cfg, key: dict, progress=
             feats = np.load(path, allow_pickle=False)
         except (OSError, ValueError):
             feats = None
-        if feats is not None and (
-            feats.ndim != 2 or feats.shape[0] != len(idx) or not np.isfinite(feats).all()
-        ):
+        if feats is not None and (feats.ndim != 2 or feats.shape[0] != len(idx) or not np.isfinite(feats).all()):
             feats = None
         hit = feats is not None
     if feats is None:

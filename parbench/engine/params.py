@@ -21,8 +21,13 @@ def param_groups(model: nn.Module, cfg) -> list[dict]:
     every trainable parameter at the recipe's lr and weight decay. The engine clips gradients per group."""
     groups = model.param_groups(cfg) if hasattr(model, "param_groups") else None
     if groups is None:
-        groups = [{"params": [p for p in model.parameters() if p.requires_grad], "lr": cfg.lr,
-                   "weight_decay": cfg.weight_decay}]  # fmt: skip
+        groups = [
+            {
+                "params": [p for p in model.parameters() if p.requires_grad],
+                "lr": cfg.lr,
+                "weight_decay": cfg.weight_decay,
+            }
+        ]
     return groups
 
 

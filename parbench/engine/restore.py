@@ -62,24 +62,38 @@ def load_checkpoint_file(path: Path) -> Any:
         return load_torch(path)
 
 
-def _restore_run(obj: dict, path: Path, method: str | None, dataset: str | None, backbone: str | None,
-                 pretrained: str | None, overrides: dict) -> Restored:  # fmt: skip
+def _restore_run(
+    obj: dict,
+    path: Path,
+    method: str | None,
+    dataset: str | None,
+    backbone: str | None,
+    pretrained: str | None,
+    overrides: dict,
+) -> Restored:
     run = obj["config"].get("run", {})
     spec = get_method(method or run.get("method") or obj["method"])  # a plugin is found by its reference
     if spec.name != obj["method"]:
         raise ParbenchError(path, f"a checkpoint of method {spec.name}", f"one of {obj['method']}")
     trained_with = (obj.get("identity") or {}).get("method_origin")
     if trained_with and trained_with != spec.origin:  # an edited plugin is another model: never mixed up
-        raise ParbenchError(path, f"method {spec.name}'s code as the run trained it ({trained_with})",
-                            f"{spec.origin}")  # fmt: skip
+        raise ParbenchError(path, f"method {spec.name}'s code as the run trained it ({trained_with})", f"{spec.origin}")
     card = load_card(dataset or run.get("dataset"))
     if list(card.attribute_names) != list(obj["attributes"]):
         raise ParbenchError(path, f"attributes of {card.name} in card order", f"{obj['attributes'][:4]}...")
     saved = {**obj["config"].get("train", {}), **obj["config"].get("options", {})}
     cfg, options = resolve_config(spec, {**saved, **overrides})
     bb = obj["backbone"]
-    built = build_model(spec, card, cfg, options, backbone or bb["name"], pretrained or bb["pretrained"],
-                        int(run.get("seed", 0)), quick_gelu=bb.get("activation", "gelu") == "quickgelu")  # fmt: skip
+    built = build_model(
+        spec,
+        card,
+        cfg,
+        options,
+        backbone or bb["name"],
+        pretrained or bb["pretrained"],
+        int(run.get("seed", 0)),
+        quick_gelu=bb.get("activation", "gelu") == "quickgelu",
+    )
     from parbench.engine.params import trainable_state
 
     expected = trainable_state(built.model)
@@ -89,14 +103,22 @@ def _restore_run(obj: dict, path: Path, method: str | None, dataset: str | None,
     built.model.load_state_dict(obj["trainable"], strict=False)
     want = obj.get("frozen_sha256")
     if want and built.frozen_sha256() != want:
-        raise ParbenchError(path, "the frozen weights the run trained with (same backbone weights and seed)",
-                            f"other weights from {bb['name']} pretrained={pretrained or bb['pretrained']}")  # fmt: skip
+        raise ParbenchError(
+            path,
+            "the frozen weights the run trained with (same backbone weights and seed)",
+            f"other weights from {bb['name']} pretrained={pretrained or bb['pretrained']}",
+        )
     return Restored(built, "parbench", run)
 
 
-def restore(checkpoint: str | Path, method: str | None = None, dataset: str | None = None,
-            backbone: str | None = None, pretrained: str | None = None,
-            overrides: dict[str, Any] | None = None) -> Restored:  # fmt: skip
+def restore(
+    checkpoint: str | Path,
+    method: str | None = None,
+    dataset: str | None = None,
+    backbone: str | None = None,
+    pretrained: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Restored:
     """Load a parbench run/checkpoint, or a method's foreign checkpoint, ready for inference on CPU."""
     path = _checkpoint_path(checkpoint)
     obj = load_checkpoint_file(path)
@@ -108,8 +130,9 @@ def restore(checkpoint: str | Path, method: str | None = None, dataset: str | No
         if spec.import_checkpoint is None or (spec.accepts_checkpoint and not spec.accepts_checkpoint(obj)):
             raise ParbenchError(path, f"a checkpoint that method {spec.name} can import", "another format")
         if not dataset:
-            raise ParbenchError(path, "--dataset for a foreign checkpoint (it does not name its attributes)",
-                                "no dataset given")  # fmt: skip
+            raise ParbenchError(
+                path, "--dataset for a foreign checkpoint (it does not name its attributes)", "no dataset given"
+            )
         built, inferred = spec.import_checkpoint(obj, load_card(dataset), backbone, overrides, str(path))
         r = Restored(built, "reference", {}, inferred)
     r.built.model.eval()
@@ -130,12 +153,21 @@ def _data_settings(r: Restored, root, partition, split_file, source) -> tuple[di
     return out, from_run
 
 
-def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, root: str | None = None,
-                        method: str | None = None, backbone: str | None = None, pretrained: str | None = None,
-                        overrides: dict[str, Any] | None = None, split: str | None = None,
-                        partition: int | None = None, predictions: str | Path | None = None,
-                        quiet: bool = False, split_file: str | None = None,
-                        source: str | None = None) -> dict:  # fmt: skip
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    dataset: str | None = None,
+    root: str | None = None,
+    method: str | None = None,
+    backbone: str | None = None,
+    pretrained: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    split: str | None = None,
+    partition: int | None = None,
+    predictions: str | Path | None = None,
+    quiet: bool = False,
+    split_file: str | None = None,
+    source: str | None = None,
+) -> dict:
     """Evaluate a restored model on a split (default: the card's test split, on the run's own data), through the
     same prediction path as the run; metrics under both protocols."""
     from parbench.engine.evaluate import predict_split
@@ -147,8 +179,14 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, root
 
     r = restore(checkpoint, method, dataset, backbone, pretrained, overrides)
     data, from_run = _data_settings(r, root, partition, split_file, source)
-    spec = RunSpec(dataset=r.card.name, method=r.built.method.name, root=data["root"], partition=data["partition"],
-                   split_file=data["split_file"], source=data["source"])  # fmt: skip
+    spec = RunSpec(
+        dataset=r.card.name,
+        method=r.built.method.name,
+        root=data["root"],
+        partition=data["partition"],
+        split_file=data["split_file"],
+        source=data["source"],
+    )
     ds = load_data(spec, r.card)
     split = split or r.card.test_split
     idx = ds.partition(split)
@@ -167,9 +205,20 @@ def evaluate_checkpoint(checkpoint: str | Path, dataset: str | None = None, root
     metrics = protocol_metrics(labels, probs, cfg.unspecified)
     if predictions:
         save_npz(predictions, probs=probs.astype(np.float32), labels=labels, index=idx)
-    return {"checkpoint": str(checkpoint), "format": r.source, "method": r.built.method.name, "dataset": r.card.name,
-            "split": split, "n": int(len(idx)), "attributes": r.card.attribute_names, "metrics": metrics,
-            "data": {**data, "limit": cfg.limit if r.source == "parbench" else 0}, "data_from_run": from_run,
-            "inferred": r.inferred, "activation": r.built.backbone.activation,
-            "preprocess": asdict(r.built.preprocess), "images_per_s": len(idx) / max(seconds, 1e-9),
-            "device": str(device)}  # fmt: skip
+    return {
+        "checkpoint": str(checkpoint),
+        "format": r.source,
+        "method": r.built.method.name,
+        "dataset": r.card.name,
+        "split": split,
+        "n": int(len(idx)),
+        "attributes": r.card.attribute_names,
+        "metrics": metrics,
+        "data": {**data, "limit": cfg.limit if r.source == "parbench" else 0},
+        "data_from_run": from_run,
+        "inferred": r.inferred,
+        "activation": r.built.backbone.activation,
+        "preprocess": asdict(r.built.preprocess),
+        "images_per_s": len(idx) / max(seconds, 1e-9),
+        "device": str(device),
+    }

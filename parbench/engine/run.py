@@ -70,9 +70,7 @@ def plan_run(spec: RunSpec) -> Plan:
     if not (isinstance(spec.seed, int) and 0 <= spec.seed < 2**32):
         raise ParbenchError("--seed", "an integer in [0, 2^32)", repr(spec.seed))
     if not 0 <= spec.partition < max(card.partitions, 1):
-        raise ParbenchError(
-            f"--partition for {card.name}", f"0..{max(card.partitions, 1) - 1}", str(spec.partition)
-        )
+        raise ParbenchError(f"--partition for {card.name}", f"0..{max(card.partitions, 1) - 1}", str(spec.partition))
     cfg, options = resolve_config(method, spec.overrides)
     backbone = spec.backbone or method.default_backbone
     identity = spec.identity()
@@ -81,9 +79,7 @@ def plan_run(spec: RunSpec) -> Plan:
     return Plan(spec, method, card, cfg, options, backbone, identity, key, Path(spec.out) / run_id)
 
 
-def choose_splits(
-    card: Card, ds: PARDataset, cfg: TrainConfig, seed: int
-) -> tuple[np.ndarray, np.ndarray | None, str]:
+def choose_splits(card: Card, ds: PARDataset, cfg: TrainConfig, seed: int) -> tuple[np.ndarray, np.ndarray | None, str]:
     """(train indices, selection indices or None, what selected). Never the test split unless asked."""
     train_split = card.train_split if cfg.train_split == "auto" else cfg.train_split
     select = card.select_split if cfg.select_on == "auto" else cfg.select_on
@@ -98,9 +94,7 @@ def choose_splits(
     if select == "val" and "val" not in ds.partitions:
         raise ParbenchError(card.name, "a val split (or --set select_on=carve|last)", f"splits {ds.splits}")
     if select == "val" and train_split == "trainval":
-        raise ParbenchError(
-            card.name, "a train split disjoint from val", "train_split=trainval with select_on=val"
-        )
+        raise ParbenchError(card.name, "a train split disjoint from val", "train_split=trainval with select_on=val")
     return train, ds.partition(select), select
 
 
@@ -122,19 +116,34 @@ def _check_images(ds: PARDataset, parts: list[np.ndarray]) -> None:
     paths = ds.image_paths
     missing = [paths[i] for i in idx.tolist() if not os.path.isfile(paths[i])]
     if missing:
-        raise ParbenchError(ds.root, f"the {len(idx)} image files this run reads",
-                            f"{len(missing)} missing, e.g. {missing[0]} (parbench datasets prepare lists them all)")  # fmt: skip
+        raise ParbenchError(
+            ds.root,
+            f"the {len(idx)} image files this run reads",
+            f"{len(missing)} missing, e.g. {missing[0]} (parbench datasets prepare lists them all)",
+        )
 
 
 def environment() -> dict:
     try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             cwd=Path(__file__).parent, timeout=5).stdout.strip()  # fmt: skip
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         rev = ""
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-    return {"parbench": __version__, "git": rev, "torch": torch.__version__, "cuda": torch.version.cuda or "",
-            "gpu": gpu, "python": platform.python_version(), "host": platform.node()}  # fmt: skip
+    return {
+        "parbench": __version__,
+        "git": rev,
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "",
+        "gpu": gpu,
+        "python": platform.python_version(),
+        "host": platform.node(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- run folder
@@ -150,8 +159,11 @@ def open_run_dir(run_dir: Path, resume: bool, main: bool) -> str:
     if (run_dir / "last.pt").is_file():
         if resume:
             return "resume"
-        raise ParbenchError(run_dir, "--resume to continue this run, or remove the folder to start it again",
-                            f"an interrupted run (last finished epoch {_epochs_logged(run_dir)})")  # fmt: skip
+        raise ParbenchError(
+            run_dir,
+            "--resume to continue this run, or remove the folder to start it again",
+            f"an interrupted run (last finished epoch {_epochs_logged(run_dir)})",
+        )
     if main:
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
@@ -162,9 +174,7 @@ def open_run_dir(run_dir: Path, resume: bool, main: bool) -> str:
                 for p in leftovers:
                     p.rename(keep / p.name)
         except OSError as e:
-            raise ParbenchError(
-                run_dir, "a writable folder for the run (--out)", e.strerror or str(e)
-            ) from None
+            raise ParbenchError(run_dir, "a writable folder for the run (--out)", e.strerror or str(e)) from None
     return "fresh"
 
 
@@ -174,9 +184,7 @@ def _finished(plan: Plan, store) -> dict:
     try:
         rec = json.loads(path.read_text())
     except (OSError, ValueError) as e:
-        raise ParbenchError(
-            path, "a finished run's record (remove the folder to run it again)", str(e)
-        ) from None
+        raise ParbenchError(path, "a finished run's record (remove the folder to run it again)", str(e)) from None
     if store is not None and not store.has_key(rec.get("key")):
         pred = plan.run_dir / "predictions.npz"
         try:
@@ -188,28 +196,59 @@ def _finished(plan: Plan, store) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- train, test
-def _train(plan: Plan, built: Built, ds: PARDataset, train_idx, select_idx, selected_on: str, device, resume: bool,
-           progress) -> History:  # fmt: skip
+def _train(
+    plan: Plan, built: Built, ds: PARDataset, train_idx, select_idx, selected_on: str, device, resume: bool, progress
+) -> History:
     cfg, seed = plan.cfg, plan.spec.seed
     pos_ratio = (ds.labels[train_idx] == 1).mean(0).astype(np.float32)
     if built.method.uses_features:  # encode once (cached on disk), train the head on tensors
         t_eval = build_transform(built.preprocess, False)
-        feats = {name: cached_features(built.model, ds, idx, t_eval, device, cfg, feature_cache_key(built, ds, idx),
-                                       progress) for name, idx in (("train", train_idx), ("select", select_idx))
-                 if idx is not None}  # fmt: skip
-        return fit(FeatureHead(built.model), feats["train"], feats.get("select"), pos_ratio, cfg, seed, device,
-                   selected_on, plan.run_dir, resume, progress, method_where(built.method))  # fmt: skip
-    train_set = ImageSplit(ds, train_idx, build_transform(built.preprocess, True, cfg.pad, cfg.flip),
-                           cfg.cache_images, aug_seed=seed)  # fmt: skip
+        feats = {
+            name: cached_features(
+                built.model, ds, idx, t_eval, device, cfg, feature_cache_key(built, ds, idx), progress
+            )
+            for name, idx in (("train", train_idx), ("select", select_idx))
+            if idx is not None
+        }
+        return fit(
+            FeatureHead(built.model),
+            feats["train"],
+            feats.get("select"),
+            pos_ratio,
+            cfg,
+            seed,
+            device,
+            selected_on,
+            plan.run_dir,
+            resume,
+            progress,
+            method_where(built.method),
+        )
+    train_set = ImageSplit(
+        ds, train_idx, build_transform(built.preprocess, True, cfg.pad, cfg.flip), cfg.cache_images, aug_seed=seed
+    )
     select_set = None
     if select_idx is not None:
         select_set = ImageSplit(ds, select_idx, build_transform(built.preprocess, False), cfg.cache_images)
-    return fit(built.model, train_set, select_set, pos_ratio, cfg, seed, device, selected_on, plan.run_dir, resume,
-               progress, method_where(built.method))  # fmt: skip
+    return fit(
+        built.model,
+        train_set,
+        select_set,
+        pos_ratio,
+        cfg,
+        seed,
+        device,
+        selected_on,
+        plan.run_dir,
+        resume,
+        progress,
+        method_where(built.method),
+    )
 
 
-def _fitted_thresholds(built: Built, ds: PARDataset, select_idx, train_idx, labels, probs, device,
-                       progress) -> dict | None:  # fmt: skip
+def _fitted_thresholds(
+    built: Built, ds: PARDataset, select_idx, train_idx, labels, probs, device, progress
+) -> dict | None:
     """For methods that declare it (zero-shot): decisions at thresholds fitted on the selection split (else the
     train split), never on test, then scored on test under both protocols."""
     if not built.method.fits_thresholds:
@@ -219,10 +258,17 @@ def _fitted_thresholds(built: Built, ds: PARDataset, select_idx, train_idx, labe
     split, idx = ("val", select_idx) if select_idx is not None else ("train", train_idx)
     fit_probs, fit_labels = predict_split(built, ds, idx, device, progress)
     per, glob = fit_thresholds(fit_labels, fit_probs, built.cfg.unspecified)
-    score = lambda tau: {p: pedestrian_metrics(labels, probs, p, tau, built.cfg.unspecified).headline()
-                         for p in PROTOCOLS}  # fmt: skip
-    return {"fit_split": split, "n_fit": int(len(idx)), "thresholds": per.tolist(), "global_threshold": glob,
-            "per_attribute": score(per), "global": score(glob)}  # fmt: skip
+    score = lambda tau: {
+        p: pedestrian_metrics(labels, probs, p, tau, built.cfg.unspecified).headline() for p in PROTOCOLS
+    }
+    return {
+        "fit_split": split,
+        "n_fit": int(len(idx)),
+        "thresholds": per.tolist(),
+        "global_threshold": glob,
+        "per_attribute": score(per),
+        "global": score(glob),
+    }
 
 
 def _limit(idx: np.ndarray | None, n: int) -> np.ndarray | None:
@@ -231,9 +277,15 @@ def _limit(idx: np.ndarray | None, n: int) -> np.ndarray | None:
 
 def _failed(plan: Plan, built: Built, err: Diverged, store, t_start: float) -> None:
     """A diverged run is recorded as failed (never as a score) and the error goes on to the user."""
-    rec = {**_record_base(plan, built), "status": "failed", "error": str(err), "failed_epoch": err.epoch,
-           "failed_step": err.step, "wall_s": time.perf_counter() - t_start,
-           "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    rec = {
+        **_record_base(plan, built),
+        "status": "failed",
+        "error": str(err),
+        "failed_epoch": err.epoch,
+        "failed_step": err.step,
+        "wall_s": time.perf_counter() - t_start,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     write_text(plan.run_dir / "failed.json", json.dumps(rec, indent=1, default=float))
     (plan.run_dir / "last.pt").unlink(missing_ok=True)  # nothing worth resuming: the same run diverges again
     if store is not None:
@@ -244,16 +296,35 @@ def _record_base(plan: Plan, built: Built) -> dict:
     spec, card = plan.spec, plan.card
     bb = built.backbone
     return {
-        "run_id": plan.run_dir.name, "key": plan.key, "group_key": group_key(plan.identity),
-        "identity": plan.identity, "dataset": card.name, "card_version": card.version, "card_sha256": card.sha256,
-        "partition": spec.partition, "root": spec.root, "source": spec.source, "split_file": spec.split_file,
-        "method": built.method.name, "backbone": plan.backbone, "pretrained": bb.pretrained,
-        "weights_sha256": bb.weights_sha256, "activation": bb.activation, "seed": spec.seed,
-        "attributes": card.attribute_names, "groups": {a.name: a.group for a in card.attributes},
-        **built.counts(), "epochs": plan.cfg.epochs, "smoke": plan.cfg.smoke, "unspecified": plan.cfg.unspecified,
-        "config": _resolved(plan), "preprocess": asdict(built.preprocess), "environment": environment(),
-        "run_dir": str(plan.run_dir), "world_size": dist.world_size(),
-    }  # fmt: skip
+        "run_id": plan.run_dir.name,
+        "key": plan.key,
+        "group_key": group_key(plan.identity),
+        "identity": plan.identity,
+        "dataset": card.name,
+        "card_version": card.version,
+        "card_sha256": card.sha256,
+        "partition": spec.partition,
+        "root": spec.root,
+        "source": spec.source,
+        "split_file": spec.split_file,
+        "method": built.method.name,
+        "backbone": plan.backbone,
+        "pretrained": bb.pretrained,
+        "weights_sha256": bb.weights_sha256,
+        "activation": bb.activation,
+        "seed": spec.seed,
+        "attributes": card.attribute_names,
+        "groups": {a.name: a.group for a in card.attributes},
+        **built.counts(),
+        "epochs": plan.cfg.epochs,
+        "smoke": plan.cfg.smoke,
+        "unspecified": plan.cfg.unspecified,
+        "config": _resolved(plan),
+        "preprocess": asdict(built.preprocess),
+        "environment": environment(),
+        "run_dir": str(plan.run_dir),
+        "world_size": dist.world_size(),
+    }
 
 
 def _resolved(plan: Plan) -> dict:
@@ -291,9 +362,7 @@ def run(spec: RunSpec) -> dict:
     cfg = plan.cfg
     dist.init_from_env(cfg.device)  # torchrun: join the process group (no-op for one process)
     main = dist.is_main()
-    store = (
-        _open_store(spec.store) if main else None
-    )  # a store that cannot be opened fails now, not at the end
+    store = _open_store(spec.store) if main else None  # a store that cannot be opened fails now, not at the end
     state = open_run_dir(plan.run_dir, spec.resume, main)
     if state == "finished":
         return _finished(plan, store)
@@ -306,17 +375,23 @@ def run(spec: RunSpec) -> dict:
     device = pick_device(cfg)
     if main:
         resolved = _resolved(plan)
-        write_text(plan.run_dir / "config.toml", to_toml({**resolved["run"], "train": resolved["train"],
-                                                         **({"options": resolved["options"]} if plan.options else {})}))  # fmt: skip
+        write_text(
+            plan.run_dir / "config.toml",
+            to_toml(
+                {
+                    **resolved["run"],
+                    "train": resolved["train"],
+                    **({"options": resolved["options"]} if plan.options else {}),
+                }
+            ),
+        )
 
     progress = progress_bar(spec.quiet or not main)
     with progress or contextlib.nullcontext():
         t_fit = time.perf_counter()
         if plan.method.trains and cfg.epochs > 0:
             try:
-                hist = _train(
-                    plan, built, ds, train_idx, select_idx, selected_on, device, state == "resume", progress
-                )
+                hist = _train(plan, built, ds, train_idx, select_idx, selected_on, device, state == "resume", progress)
             except Diverged as e:
                 if main:
                     _failed(plan, built, e, store, t_start)
@@ -335,36 +410,60 @@ def run(spec: RunSpec) -> dict:
         return {"run_id": plan.run_dir.name, "metrics": metrics, "rank": dist.rank()}
 
     save_npz(plan.run_dir / "predictions.npz", probs=probs.astype(np.float32), labels=labels, index=test_idx)
-    save_torch({"trainable": trainable_state(built.model), "frozen_sha256": built.frozen_sha256(),
-                "config": _resolved(plan), "attributes": plan.card.attribute_names, "method": plan.method.name,
-                "backbone": built.backbone.describe(), "identity": plan.identity}, plan.run_dir / "trainable.pt")  # fmt: skip
+    save_torch(
+        {
+            "trainable": trainable_state(built.model),
+            "frozen_sha256": built.frozen_sha256(),
+            "config": _resolved(plan),
+            "attributes": plan.card.attribute_names,
+            "method": plan.method.name,
+            "backbone": built.backbone.describe(),
+            "identity": plan.identity,
+        },
+        plan.run_dir / "trainable.pt",
+    )
     (plan.run_dir / "last.pt").unlink(missing_ok=True)
     full_bytes = sum(t.numel() * t.element_size() for t in built.model.state_dict().values())
     intervals = {}
     if cfg.bootstrap:
-        intervals = {name: bootstrap_ci(labels, probs, name, unspecified=cfg.unspecified, n_boot=cfg.bootstrap,
-                                        seed=spec.seed) for name in PROTOCOLS}  # fmt: skip
+        intervals = {
+            name: bootstrap_ci(labels, probs, name, unspecified=cfg.unspecified, n_boot=cfg.bootstrap, seed=spec.seed)
+            for name in PROTOCOLS
+        }
     rows = hist.epochs
     ips = [e["images_per_s"] for e in rows[1:] or rows]  # skip the warm-up epoch when possible
     base = _record_base(plan, built)
     record = {
-        **base, "status": "finished", "metrics": metrics, "intervals": intervals,
+        **base,
+        "status": "finished",
+        "metrics": metrics,
+        "intervals": intervals,
         "trainable_pct": 100.0 * base["trainable_params"] / max(base["total_params"], 1),
-        "ranking": ranking_metrics(labels, probs, cfg.unspecified), "history": hist.epochs, "zeroshot_fitted": fitted,
-        "flops_per_image": _flops(plan), "checkpoint_bytes": (plan.run_dir / "trainable.pt").stat().st_size,
+        "ranking": ranking_metrics(labels, probs, cfg.unspecified),
+        "history": hist.epochs,
+        "zeroshot_fitted": fitted,
+        "flops_per_image": _flops(plan),
+        "checkpoint_bytes": (plan.run_dir / "trainable.pt").stat().st_size,
         "full_checkpoint_bytes": full_bytes,
-        "selected_on": selected_on, "selected_on_test": selected_on == "test",
-        "select_protocol": cfg.select_protocol, "best_epoch": hist.best_epoch,
+        "selected_on": selected_on,
+        "selected_on_test": selected_on == "test",
+        "select_protocol": cfg.select_protocol,
+        "best_epoch": hist.best_epoch,
         "train_images_per_s": float(np.mean(ips)) if ips else 0.0,
         "eval_images_per_s": len(test_idx) / max(eval_s, 1e-9),
         "eval_timed": "head on cached features" if info.get("features_cached") else "end to end",
         "train_timed": "head on cached features" if built.method.uses_features else "end to end",
         "peak_mem_mb": max((e.get("peak_mem_mb", 0.0) for e in rows), default=0.0),
-        "peak_eval_mem_mb": peak_eval, "peak_mem_kind": memory.kind(device, reset_ok),
-        "fit_s": fit_s, "eval_s": eval_s, "wall_s": time.perf_counter() - t_start, "n_test": len(test_idx),
-        "device": str(device), "dtype": "bf16 autocast" if device.type == "cuda" and cfg.amp else "fp32",
+        "peak_eval_mem_mb": peak_eval,
+        "peak_mem_kind": memory.kind(device, reset_ok),
+        "fit_s": fit_s,
+        "eval_s": eval_s,
+        "wall_s": time.perf_counter() - t_start,
+        "n_test": len(test_idx),
+        "device": str(device),
+        "dtype": "bf16 autocast" if device.type == "cuda" and cfg.amp else "fp32",
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }  # fmt: skip
+    }
     write_text(plan.run_dir / "record.json", json.dumps(record, indent=1, default=float))
     if store is not None:
         store.add_run(record, probs=probs, labels=labels)

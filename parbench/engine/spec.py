@@ -56,11 +56,17 @@ class RunSpec:
         cfg, options = resolve_config(method, self.overrides)
         backbone = self.backbone or method.default_backbone
         ident = {
-            "dataset": card.name, "card_sha256": card.sha256, "data_sha256": data_fingerprint(card, self.root),
-            "partition": self.partition, "method": method.name, "backbone": backbone,
+            "dataset": card.name,
+            "card_sha256": card.sha256,
+            "data_sha256": data_fingerprint(card, self.root),
+            "partition": self.partition,
+            "method": method.name,
+            "backbone": backbone,
             "weights": weights_identity(backbone, resolve_pretrained(backbone, self.pretrained)),
-            "train": asdict(cfg), "options": asdict(options) if options is not None else None, "seed": self.seed,
-        }  # fmt: skip
+            "train": asdict(cfg),
+            "options": asdict(options) if options is not None else None,
+            "seed": self.seed,
+        }
         if not method.builtin:  # a plugin's distribution and version, or its source's content: edits are new runs
             ident["method_origin"] = method.origin
         for name, path in (("source", self.source), ("split_file", self.split_file)):

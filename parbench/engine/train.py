@@ -73,11 +73,10 @@ def epoch_loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: i
     pin = torch.cuda.is_available()
     if shuffle:
         sampler = dist.GlobalBatchSampler(len(dataset), batch_size, seed, epoch)
-        return torch.utils.data.DataLoader(
-            dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin
-        )
-    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=dist.ShardSampler(len(dataset)),
-                                       num_workers=num_workers, pin_memory=pin)  # fmt: skip
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin)
+    return torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, sampler=dist.ShardSampler(len(dataset)), num_workers=num_workers, pin_memory=pin
+    )
 
 
 def _loss(out: dict, labels: torch.Tensor, pos_ratio: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -88,7 +87,14 @@ def _loss(out: dict, labels: torch.Tensor, pos_ratio: torch.Tensor, cfg: TrainCo
 
 
 def train_epoch(
-    model, loader, opt, pos_ratio, cfg: TrainConfig, device, tick: Callable | None = None, epoch: int = 0,
+    model,
+    loader,
+    opt,
+    pos_ratio,
+    cfg: TrainConfig,
+    device,
+    tick: Callable | None = None,
+    epoch: int = 0,
     where: str = "model",
 ) -> dict:
     model.train()
@@ -161,9 +167,12 @@ def _rng_state() -> dict:
     """Every RNG's state as tensors and plain numbers: last.pt loads with torch's weights-only loader."""
     name, keys, pos, has_gauss, gauss = np.random.get_state()
     version, py_state, py_gauss = random.getstate()
-    return {"torch": torch.get_rng_state(), "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos),
-            int(has_gauss), float(gauss)], "python": [version, list(py_state), py_gauss],
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}  # fmt: skip
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": [name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+        "python": [version, list(py_state), py_gauss],
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def _set_rng_state(s: dict) -> None:
@@ -223,11 +232,7 @@ def fit(
         lrs = set_epoch_lr(opt, epoch, cfg)
         loader = epoch_loader(train_set, cfg.batch_size, seed, epoch, cfg.num_workers)
         n_steps = len(loader) if not cfg.max_steps else min(len(loader), cfg.max_steps)
-        task = (
-            progress.add_task(f"epoch {epoch}/{cfg.epochs}", total=n_steps * cfg.batch_size)
-            if progress
-            else None
-        )
+        task = progress.add_task(f"epoch {epoch}/{cfg.epochs}", total=n_steps * cfg.batch_size) if progress else None
         tick = (lambda n, t=task: progress.advance(t, n)) if progress else None
         memory.reset_peak(device)
         if hasattr(train_set, "epoch"):
@@ -245,8 +250,14 @@ def fit(
                 hist.best_score, hist.best_epoch, best_state = m.ma, epoch, trainable_state(model)
         hist.epochs.append(row)
         if write:  # checkpoint first, then the log line: a logged epoch is always a resumable one
-            ck = {"epoch": epoch, "trainable": trainable_state(model), "optimizer": opt.state_dict(),
-                  "history": hist.__dict__, "best_state": best_state, "rng": _rng_state()}  # fmt: skip
+            ck = {
+                "epoch": epoch,
+                "trainable": trainable_state(model),
+                "optimizer": opt.state_dict(),
+                "history": hist.__dict__,
+                "best_state": best_state,
+                "rng": _rng_state(),
+            }
             save_torch(ck, ckpt_path)
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")

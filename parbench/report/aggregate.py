@@ -36,8 +36,12 @@ def short_weights(rec: dict) -> str:
 def settings_of(rec: dict) -> dict[str, Any]:
     """The configuration as flat settings: weights, data choices, every resolved training and method option."""
     ident = rec.get("identity") or {}
-    out: dict[str, Any] = {"backbone": rec["backbone"], "weights": short_weights(rec),
-                           "activation": rec.get("activation", ""), "partition": rec.get("partition", 0)}  # fmt: skip
+    out: dict[str, Any] = {
+        "backbone": rec["backbone"],
+        "weights": short_weights(rec),
+        "activation": rec.get("activation", ""),
+        "partition": rec.get("partition", 0),
+    }
     if rec.get("split_file"):
         out["split_file"] = Path(rec["split_file"]).name
     if rec.get("source"):
@@ -55,9 +59,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _group_key(rec: dict) -> str:
-    return rec.get("group_key") or "|".join(
-        str(rec.get(k)) for k in ("dataset", "method", "backbone", "pretrained")
-    )
+    return rec.get("group_key") or "|".join(str(rec.get(k)) for k in ("dataset", "method", "backbone", "pretrained"))
 
 
 def configuration_rows(records: list[dict], protocol: str) -> dict[str, list[dict]]:
@@ -69,10 +71,18 @@ def configuration_rows(records: list[dict], protocol: str) -> dict[str, list[dic
     for key, runs in groups.items():
         runs.sort(key=lambda r: r["seed"])
         first = runs[0]
-        row: dict[str, Any] = {"key": key, "dataset": first["dataset"], "method": first["method"],
-                               "backbone": first["backbone"], "weights": short_weights(first),
-                               "weights_full": str(first.get("pretrained", "")), "activation": first.get("activation", ""),
-                               "seeds": [r["seed"] for r in runs], "runs": runs, "settings": settings_of(first)}  # fmt: skip
+        row: dict[str, Any] = {
+            "key": key,
+            "dataset": first["dataset"],
+            "method": first["method"],
+            "backbone": first["backbone"],
+            "weights": short_weights(first),
+            "weights_full": str(first.get("pretrained", "")),
+            "activation": first.get("activation", ""),
+            "seeds": [r["seed"] for r in runs],
+            "runs": runs,
+            "settings": settings_of(first),
+        }
         for k in HEADLINE:
             vals = [r["metrics"][protocol][k] for r in runs]
             row[k], row[k + "_std"] = _mean_std(vals)
@@ -86,27 +96,39 @@ def configuration_rows(records: list[dict], protocol: str) -> dict[str, list[dic
         sel = {r.get("selected_on", "") for r in runs}
         cfg = (first.get("config") or {}).get("train", {})
         row.update(
-            total_params=first["total_params"], trainable_params=first["trainable_params"],
+            total_params=first["total_params"],
+            trainable_params=first["trainable_params"],
             image_tower_params=first.get("image_tower_params", first["total_params"]),
             trainable_pct=100.0 * first["trainable_params"] / max(first["total_params"], 1),
             fit_s=float(np.mean([r.get("fit_s", 0.0) for r in runs])),
             eval_s=float(np.mean([r.get("eval_s", 0.0) for r in runs])),
             train_images_per_s=float(np.mean([r.get("train_images_per_s", 0.0) for r in runs])),
-            **_eval_speed(runs), train_timed=first.get("train_timed", "end to end"),
+            **_eval_speed(runs),
+            train_timed=first.get("train_timed", "end to end"),
             peak_mem_mb=max(r.get("peak_mem_mb", 0.0) for r in runs),
             peak_eval_mem_mb=max(r.get("peak_eval_mem_mb", 0.0) for r in runs),
-            peak_mem_kind=first.get("peak_mem_kind", ""), device=first.get("device", ""), dtype=first.get("dtype", ""),
-            flops=first.get("flops_per_image"), checkpoint_bytes=first.get("checkpoint_bytes"),
+            peak_mem_kind=first.get("peak_mem_kind", ""),
+            device=first.get("device", ""),
+            dtype=first.get("dtype", ""),
+            flops=first.get("flops_per_image"),
+            checkpoint_bytes=first.get("checkpoint_bytes"),
             full_checkpoint_bytes=first.get("full_checkpoint_bytes"),
-            selected_on=", ".join(sorted(sel)), selected_on_test=any(r.get("selected_on_test") for r in runs),
+            selected_on=", ".join(sorted(sel)),
+            selected_on_test=any(r.get("selected_on_test") for r in runs),
             select_protocol=first.get("select_protocol", "promptpar"),
-            train_split=cfg.get("train_split", "auto"), epochs=first.get("epochs"),
+            train_split=cfg.get("train_split", "auto"),
+            epochs=first.get("epochs"),
             label_ma=np.mean([r["metrics"][protocol]["label_ma"] for r in runs], axis=0).tolist(),
-            label_ma_std=(np.std([r["metrics"][protocol]["label_ma"] for r in runs], axis=0, ddof=1).tolist()
-                          if len(runs) > 1 else [0.0] * len(first["metrics"][protocol]["label_ma"])),
-            attributes=first["attributes"], groups=first.get("groups", {}),
-            history=[r.get("history", []) for r in runs], zeroshot_fitted=_fitted(runs, protocol),
-        )  # fmt: skip
+            label_ma_std=(
+                np.std([r["metrics"][protocol]["label_ma"] for r in runs], axis=0, ddof=1).tolist()
+                if len(runs) > 1
+                else [0.0] * len(first["metrics"][protocol]["label_ma"])
+            ),
+            attributes=first["attributes"],
+            groups=first.get("groups", {}),
+            history=[r.get("history", []) for r in runs],
+            zeroshot_fitted=_fitted(runs, protocol),
+        )
         out[first["dataset"]].append(row)
     for rows in out.values():
         _label(rows)
@@ -119,8 +141,10 @@ def _eval_speed(runs: list[dict]) -> dict:
     seed encodes the images; later seeds read cached features and time only the head)."""
     full = [r for r in runs if r.get("eval_timed", "end to end") == "end to end"]
     use = full or runs
-    return {"eval_images_per_s": float(np.mean([r.get("eval_images_per_s", 0.0) for r in use])),
-            "eval_timed": "end to end" if full else use[0].get("eval_timed", "")}  # fmt: skip
+    return {
+        "eval_images_per_s": float(np.mean([r.get("eval_images_per_s", 0.0) for r in use])),
+        "eval_timed": "end to end" if full else use[0].get("eval_timed", ""),
+    }
 
 
 def _fitted(runs: list[dict], protocol: str) -> dict | None:
@@ -141,8 +165,9 @@ def _label(rows: list[dict]) -> None:
     for r in rows:
         by_method[(r["method"], r["backbone"])].append(r)
     for (method, _), group in by_method.items():
-        varying = sorted(k for k in {k for r in group for k in r["settings"]}
-                         if len({repr(r["settings"].get(k)) for r in group}) > 1)  # fmt: skip
+        varying = sorted(
+            k for k in {k for r in group for k in r["settings"]} if len({repr(r["settings"].get(k)) for r in group}) > 1
+        )
         for r in group:
             r["distinct"] = {k: r["settings"].get(k) for k in varying}
             extra = " · ".join(f"{k}={_fmt(v)}" for k, v in r["distinct"].items())
@@ -170,8 +195,9 @@ def main_table(per_dataset: dict[str, list[dict]], protocol: str) -> dict:
         for r in ds_rows:
             s = {k: v for k, v in r["settings"].items() if k not in ("partition", "split_file", "source")}
             key = repr((r["method"], sorted(s.items())))
-            row = rows.setdefault(key, {"method": r["method"], "backbone": r["backbone"], "settings": s,
-                                        "cells": {}, "label": r["label"]})  # fmt: skip
+            row = rows.setdefault(
+                key, {"method": r["method"], "backbone": r["backbone"], "settings": s, "cells": {}, "label": r["label"]}
+            )
             row["cells"][ds] = r
     out = list(rows.values())
     _label(out)

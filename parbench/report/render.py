@@ -56,14 +56,24 @@ def _zs_drops(per_dataset: dict[str, list[dict]]) -> list[dict]:
             for r in per_dataset[std]:
                 z = zs_rows.get(r["label"])
                 if z:
-                    out.append({"standard": std, "zs": zs, "label": r["label"], "ma_std": r["ma"], "ma_zs": z["ma"],
-                                "drop": r["ma"] - z["ma"]})  # fmt: skip
+                    out.append(
+                        {
+                            "standard": std,
+                            "zs": zs,
+                            "label": r["label"],
+                            "ma_std": r["ma"],
+                            "ma_zs": z["ma"],
+                            "drop": r["ma"] - z["ma"],
+                        }
+                    )
     return out
 
 
 def _points(rows: list[dict], x: str) -> list[dict]:
-    return [{"x": r.get(x), "y": r["ma"], "sd": 0.0 if r["identical_seeds"] else r["ma_std"], "label": r["label"]}
-            for r in rows]  # fmt: skip
+    return [
+        {"x": r.get(x), "y": r["ma"], "sd": 0.0 if r["identical_seeds"] else r["ma_std"], "label": r["label"]}
+        for r in rows
+    ]
 
 
 def _protocol_view(store: Store, records: list[dict], protocol: str) -> dict:
@@ -72,12 +82,24 @@ def _protocol_view(store: Store, records: list[dict], protocol: str) -> dict:
     for ds, rows in per_dataset.items():
         for r in rows:
             r["ci"] = row_interval(store, r, protocol)
-        datasets.append({"name": ds, "rows": rows, "paired": _paired(store, rows, protocol),
-                         "heatmap": heatmap_svg(rows), "scatter_params": scatter_svg(_points(rows, "trainable_params"),
-                         "trainable parameters"), "scatter_flops": scatter_svg(_points(rows, "flops"),
-                         "forward FLOPs per image", zero_label="")})  # fmt: skip
-    return {"name": protocol, "protocol": PROTOCOLS[protocol], "datasets": datasets, "per_dataset": per_dataset,
-            "main": main_table(per_dataset, protocol), "zs": _zs_drops(per_dataset)}  # fmt: skip
+        datasets.append(
+            {
+                "name": ds,
+                "rows": rows,
+                "paired": _paired(store, rows, protocol),
+                "heatmap": heatmap_svg(rows),
+                "scatter_params": scatter_svg(_points(rows, "trainable_params"), "trainable parameters"),
+                "scatter_flops": scatter_svg(_points(rows, "flops"), "forward FLOPs per image", zero_label=""),
+            }
+        )
+    return {
+        "name": protocol,
+        "protocol": PROTOCOLS[protocol],
+        "datasets": datasets,
+        "per_dataset": per_dataset,
+        "main": main_table(per_dataset, protocol),
+        "zs": _zs_drops(per_dataset),
+    }
 
 
 def render_report(
@@ -97,9 +119,7 @@ def render_report(
         raise ParbenchError(out, "a folder for the report (--out)", "a file")
     store_path = Path(store_path)
     if not store_path.is_file():
-        raise ParbenchError(
-            store_path, "a results store (run `parbench run ... --store FILE` first)", "no such file"
-        )
+        raise ParbenchError(store_path, "a results store (run `parbench run ... --store FILE` first)", "no such file")
     store = Store(store_path, create=False)
     records, bad = store.read_records(include_smoke=include_smoke)
     failed, bad_failed = store.read_records(include_smoke=include_smoke, status="failed")
@@ -114,37 +134,44 @@ def render_report(
     views = [_protocol_view(store, records, p) for p in PROTOCOLS]
     per_dataset = views[0]["per_dataset"]
     curves = {
-        ds: [(r["label"], curves_svg(r["history"], r["label"])) for r in rows]
-        for ds, rows in per_dataset.items()
+        ds: [(r["label"], curves_svg(r["history"], r["label"])) for r in rows] for ds, rows in per_dataset.items()
     }
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    env = Environment(
-        loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape()
-    )
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=select_autoescape())
     env.filters["pct"] = lambda v: "–" if v is None else f"{100 * v:.2f}"
     env.filters["mb"] = lambda v: "–" if not v else f"{v:,.0f}"
-    env.filters["mbytes"] = lambda v: (
-        "–" if not v else f"{v / 2**20:,.3g}" if v < 10 * 2**20 else f"{v / 2**20:,.0f}"
-    )
+    env.filters["mbytes"] = lambda v: "–" if not v else f"{v / 2**20:,.3g}" if v < 10 * 2**20 else f"{v / 2**20:,.0f}"
     env.filters["num"] = lambda v: "–" if v is None else f"{v:,.0f}"
     env.filters["giga"] = lambda v: "–" if v is None else f"{v / 1e9:,.2f}"
     env.filters["value"] = tables._value
     env.filters["seeds"] = tables._seeds
     page = env.get_template("report.html.j2").render(
-        title=title, views=views, default=protocol, metrics=HEADLINE, names=tables.NAMES, curves=curves,
-        n_runs=len(records), failed=failed, published=published_rows, test_mark=tables.TEST_MARK,
+        title=title,
+        views=views,
+        default=protocol,
+        metrics=HEADLINE,
+        names=tables.NAMES,
+        curves=curves,
+        n_runs=len(records),
+        failed=failed,
+        published=published_rows,
+        test_mark=tables.TEST_MARK,
         unspecified=sorted({r.get("unspecified", "negative") for r in records}),
         partitions=sorted({r.get("partition", 0) for r in records}),
-        any_test_selected=any(r.get("selected_on_test") for r in records), escape=html.escape, skipped=skipped,
-    )  # fmt: skip
+        any_test_selected=any(r.get("selected_on_test") for r in records),
+        escape=html.escape,
+        skipped=skipped,
+    )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ParbenchError(out, "a writable folder for the report (--out)", e.strerror or str(e)) from None
     write_text(out / "index.html", page)
-    write_text(out / "leaderboard.md", "\n".join(tables.leaderboard_md(v["per_dataset"], v["name"], published_rows)
-                                                 for v in views))  # fmt: skip
+    write_text(
+        out / "leaderboard.md",
+        "\n".join(tables.leaderboard_md(v["per_dataset"], v["name"], published_rows) for v in views),
+    )
     write_text(out / "leaderboard.csv", tables.leaderboard_csv({v["name"]: v["per_dataset"] for v in views}))
     write_text(out / "main_table.md", "\n".join(tables.main_table_md(v["main"]) for v in views))
     for v in views:

@@ -35,13 +35,17 @@ def _per_seed(store, runs: list[dict], protocol: str, idx: np.ndarray, metric: s
             labels0 = labels
         elif labels.shape != labels0.shape or not np.array_equal(labels, labels0):
             return None
-        out.append(bootstrap_samples(labels, probs, protocol, unspecified=r.get("unspecified", "negative"),
-                                     indices=idx)[metric])  # fmt: skip
+        out.append(
+            bootstrap_samples(labels, probs, protocol, unspecified=r.get("unspecified", "negative"), indices=idx)[
+                metric
+            ]
+        )
     return np.stack(out)
 
 
-def row_interval(store, row: dict, protocol: str, metrics=("ma", "f1"), n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> dict[str, tuple[float, float]]:  # fmt: skip
+def row_interval(
+    store, row: dict, protocol: str, metrics=("ma", "f1"), n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> dict[str, tuple[float, float]]:
     runs = row["runs"]
     n = runs[0].get("n_test")
     if not n:
@@ -62,8 +66,9 @@ def row_interval(store, row: dict, protocol: str, metrics=("ma", "f1"), n_boot: 
     return out
 
 
-def paired_difference(store, a: dict, b: dict, protocol: str, metric: str = "ma", n_boot: int = 1000,
-                      seed: int = 0) -> dict | None:  # fmt: skip
+def paired_difference(
+    store, a: dict, b: dict, protocol: str, metric: str = "ma", n_boot: int = 1000, seed: int = 0
+) -> dict | None:
     seeds = sorted(set(a["seeds"]) & set(b["seeds"]))
     if not seeds:
         return None
@@ -77,8 +82,16 @@ def paired_difference(store, a: dict, b: dict, protocol: str, metric: str = "ma"
     if da is None or db is None or not np.array_equal(store.predictions(rb[0]["run_id"])[1], pa[1]):
         return None
     d = (da - db).mean(axis=0)  # per resample: the difference averaged over the shared seeds
-    observed = float(np.mean([x["metrics"][protocol][metric] for x in ra]) -
-                     np.mean([x["metrics"][protocol][metric] for x in rb]))  # fmt: skip
+    observed = float(
+        np.mean([x["metrics"][protocol][metric] for x in ra]) - np.mean([x["metrics"][protocol][metric] for x in rb])
+    )
     p = min(1.0, 2 * min(float((d <= 0).mean()), float((d >= 0).mean())))
-    return {"delta": observed, "ci_low": float(np.percentile(d, 2.5)), "ci_high": float(np.percentile(d, 97.5)),
-            "p_value": p, "p_floor": p < 1.0 / n_boot, "n_boot": n_boot, "seeds": seeds}  # fmt: skip
+    return {
+        "delta": observed,
+        "ci_low": float(np.percentile(d, 2.5)),
+        "ci_high": float(np.percentile(d, 97.5)),
+        "p_value": p,
+        "p_floor": p < 1.0 / n_boot,
+        "n_boot": n_boot,
+        "seeds": seeds,
+    }

@@ -30,32 +30,38 @@ def heatmap_svg(rows: list[dict]) -> str:
     longest = min(30, max(len(r["label"]) for r in rows))
     cw, ch, left, top = 58, 17, 190, int(24 + 5.0 * longest)  # room for the rotated labels, no more
     w, h = max(left + cw * len(rows) + 20, left + 480), top + ch * len(attrs) + 60
-    p = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" {_FONT} role="img" '
-         f'aria-label="per-attribute mA">']  # fmt: skip
+    p = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" {_FONT} role="img" '
+        f'aria-label="per-attribute mA">'
+    ]
     for j, r in enumerate(rows):
         x = left + j * cw + cw / 2
         label = html.escape(r["label"])
         short = html.escape(r["label"] if len(r["label"]) <= 30 else r["label"][:29] + "…")
-        p.append(f'<text x="{x}" y="{top - 6}" font-size="10" transform="rotate(-50 {x} {top - 6})">'
-                 f"<title>{label}</title>{short}</text>")  # fmt: skip
+        p.append(
+            f'<text x="{x}" y="{top - 6}" font-size="10" transform="rotate(-50 {x} {top - 6})">'
+            f"<title>{label}</title>{short}</text>"
+        )
     prev = None
     for k, i in enumerate(order):
         y = top + k * ch
         g = groups.get(attrs[i], "")
         if g != prev:
-            p.append(
-                f'<line x1="{left - 150}" x2="{left + cw * len(rows)}" y1="{y}" y2="{y}" stroke="#999"/>'
-            )
+            p.append(f'<line x1="{left - 150}" x2="{left + cw * len(rows)}" y1="{y}" y2="{y}" stroke="#999"/>')
             prev = g
-        p.append(f'<text x="{left - 6}" y="{y + 12}" font-size="10" text-anchor="end">'
-                 f"{html.escape(attrs[i])} <tspan fill='#888'>{html.escape(g)}</tspan></text>")  # fmt: skip
+        p.append(
+            f'<text x="{left - 6}" y="{y + 12}" font-size="10" text-anchor="end">'
+            f"{html.escape(attrs[i])} <tspan fill='#888'>{html.escape(g)}</tspan></text>"
+        )
         for j, r in enumerate(rows):
             v, sd = r["label_ma"][i], r["label_ma_std"][i]
             tip = f"{attrs[i]} — {r['label']}: {100 * v:.2f}" + (f" ± {100 * sd:.2f}" if sd else "")
-            p.append(f'<rect x="{left + j * cw}" y="{y}" width="{cw - 2}" height="{ch - 2}" fill="{_colour(v)}">'
-                     f"<title>{html.escape(tip)}</title></rect>"
-                     f'<text x="{left + j * cw + cw / 2 - 1}" y="{y + 11.5}" font-size="9.5" text-anchor="middle" '
-                     f'fill="#111" pointer-events="none">{100 * v:.1f}</text>')  # fmt: skip
+            p.append(
+                f'<rect x="{left + j * cw}" y="{y}" width="{cw - 2}" height="{ch - 2}" fill="{_colour(v)}">'
+                f"<title>{html.escape(tip)}</title></rect>"
+                f'<text x="{left + j * cw + cw / 2 - 1}" y="{y + 11.5}" font-size="9.5" text-anchor="middle" '
+                f'fill="#111" pointer-events="none">{100 * v:.1f}</text>'
+            )
     # legend: 50 (chance) .. 100
     ly, lx, lw = top + ch * len(attrs) + 18, left, 240
     for s in range(48):
@@ -109,40 +115,50 @@ def scatter_svg(points: list[dict], xlabel: str, zero_label: str = "0 (nothing t
         y0, y1 = y0 - 2, y1 + 2
     sx = lambda v: zero_px if v <= 0 else plot_l + (math.log10(v) - x0) / (x1 - x0) * (W - right - plot_l)
     sy = lambda v: top + (y1 - v) / (y1 - y0) * (H - top - bottom)
-    s = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" {_FONT} role="img" '
-         f'aria-label="mA against {html.escape(xlabel)}">',
-         f'<line x1="{left}" y1="{H - bottom}" x2="{W - right}" y2="{H - bottom}" stroke="#444"/>',
-         f'<line x1="{left}" y1="{top}" x2="{left}" y2="{H - bottom}" stroke="#444"/>',
-         f'<text x="{(left + W - right) / 2}" y="{H - 8}" font-size="11" text-anchor="middle">{html.escape(xlabel)}'
-         " (log scale)</text>",
-         f'<text x="14" y="{(top + H - bottom) / 2}" font-size="11" text-anchor="middle" '
-         f'transform="rotate(-90 14 {(top + H - bottom) / 2})">mA (%)</text>']  # fmt: skip
+    s = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" {_FONT} role="img" '
+        f'aria-label="mA against {html.escape(xlabel)}">',
+        f'<line x1="{left}" y1="{H - bottom}" x2="{W - right}" y2="{H - bottom}" stroke="#444"/>',
+        f'<line x1="{left}" y1="{top}" x2="{left}" y2="{H - bottom}" stroke="#444"/>',
+        f'<text x="{(left + W - right) / 2}" y="{H - 8}" font-size="11" text-anchor="middle">{html.escape(xlabel)}'
+        " (log scale)</text>",
+        f'<text x="14" y="{(top + H - bottom) / 2}" font-size="11" text-anchor="middle" '
+        f'transform="rotate(-90 14 {(top + H - bottom) / 2})">mA (%)</text>',
+    ]
     if pos:
         for e in range(math.ceil(x0), math.floor(x1) + 1):
             x = sx(10.0**e)
-            s.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{H - bottom}" y2="{H - bottom + 4}" stroke="#444"/>'
-                     f'<text x="{x:.1f}" y="{H - bottom + 15}" font-size="9" text-anchor="middle">1e{e}</text>')  # fmt: skip
+            s.append(
+                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{H - bottom}" y2="{H - bottom + 4}" stroke="#444"/>'
+                f'<text x="{x:.1f}" y="{H - bottom + 15}" font-size="9" text-anchor="middle">1e{e}</text>'
+            )
     if has_zero:
-        s.append(f'<text x="{zero_px}" y="{H - bottom + 15}" font-size="9" text-anchor="middle">0</text>'
-                 f'<line x1="{zero_px + 18}" x2="{zero_px + 18}" y1="{H - bottom - 4}" y2="{H - bottom + 4}" '
-                 'stroke="#444" stroke-dasharray="2,2"/>')  # fmt: skip
+        s.append(
+            f'<text x="{zero_px}" y="{H - bottom + 15}" font-size="9" text-anchor="middle">0</text>'
+            f'<line x1="{zero_px + 18}" x2="{zero_px + 18}" y1="{H - bottom - 4}" y2="{H - bottom + 4}" '
+            'stroke="#444" stroke-dasharray="2,2"/>'
+        )
     for v in np.linspace(y0, y1, 6):
-        s.append(f'<text x="{left - 5}" y="{sy(v) + 3:.1f}" font-size="9" text-anchor="end">{v:.0f}</text>'
-                 f'<line x1="{left}" x2="{W - right}" y1="{sy(v):.1f}" y2="{sy(v):.1f}" stroke="#eee"/>')  # fmt: skip
+        s.append(
+            f'<text x="{left - 5}" y="{sy(v) + 3:.1f}" font-size="9" text-anchor="end">{v:.0f}</text>'
+            f'<line x1="{left}" x2="{W - right}" y1="{sy(v):.1f}" y2="{sy(v):.1f}" stroke="#eee"/>'
+        )
     label_y = _spread_labels([sy(v) for v in ys], 12, top + 6, H - bottom - 2)
     for p, y, lo, hi, ly in zip(pts, ys, yl, yh, label_y, strict=True):
         x = sx(p["x"])
         tip = f"{p['label']}: {y:.2f} mA, {xlabel} {p['x']:,.0f}" + (" (zero)" if p["x"] <= 0 else "")
         if hi > lo:
-            s.append(
-                f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(hi):.1f}" y2="{sy(lo):.1f}" stroke="#2a6fb0"/>'
-            )
-        s.append(f'<circle cx="{x:.1f}" cy="{sy(y):.1f}" r="4.5" fill="{"#b05a2a" if p["x"] <= 0 else "#2a6fb0"}">'
-                 f"<title>{html.escape(tip)}</title></circle>")  # fmt: skip
+            s.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(hi):.1f}" y2="{sy(lo):.1f}" stroke="#2a6fb0"/>')
+        s.append(
+            f'<circle cx="{x:.1f}" cy="{sy(y):.1f}" r="4.5" fill="{"#b05a2a" if p["x"] <= 0 else "#2a6fb0"}">'
+            f"<title>{html.escape(tip)}</title></circle>"
+        )
         name = p["label"] if len(p["label"]) <= 34 else p["label"][:33] + "…"
-        s.append(f'<line x1="{x + 5:.1f}" y1="{sy(y):.1f}" x2="{W - right + 4}" y2="{ly:.1f}" stroke="#ccc"/>'
-                 f'<text x="{W - right + 7}" y="{ly + 3:.1f}" font-size="9.5"><title>{html.escape(p["label"])}</title>'
-                 f"{html.escape(name)}</text>")  # fmt: skip
+        s.append(
+            f'<line x1="{x + 5:.1f}" y1="{sy(y):.1f}" x2="{W - right + 4}" y2="{ly:.1f}" stroke="#ccc"/>'
+            f'<text x="{W - right + 7}" y="{ly + 3:.1f}" font-size="9.5"><title>{html.escape(p["label"])}</title>'
+            f"{html.escape(name)}</text>"
+        )
     if has_zero and zero_label:
         s.append(
             f'<text x="{zero_px - 6}" y="{H - bottom + 27}" font-size="8.5" fill="#b05a2a">{html.escape(zero_label)}</text>'
@@ -166,13 +182,15 @@ def _panel(name: str, series: list[list[tuple[int, float]]], title: str) -> str:
     def sy(v: float) -> float:
         return 14 + (v1 - v) / (v1 - v0) * (H - 14 - 20)
 
-    p = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" {_FONT} role="img" '
-         f'aria-label="{html.escape(title)}: {name}"><text x="{pad}" y="10" font-size="9.5">{name}</text>',
-         f'<text x="{pad - 3}" y="{sy(v1) + 3:.1f}" font-size="8" text-anchor="end">{v1:.3g}</text>',
-         f'<text x="{pad - 3}" y="{sy(v0) + 3:.1f}" font-size="8" text-anchor="end">{v0:.3g}</text>',
-         f'<text x="{sx(x0):.1f}" y="{H - 6}" font-size="8">{x0}</text>',
-         f'<text x="{sx(x1):.1f}" y="{H - 6}" font-size="8" text-anchor="end">epoch {x1}</text>',
-         f'<rect x="{pad}" y="14" width="{W - pad - 8}" height="{H - 34}" fill="none" stroke="#ddd"/>']  # fmt: skip
+    p = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" {_FONT} role="img" '
+        f'aria-label="{html.escape(title)}: {name}"><text x="{pad}" y="10" font-size="9.5">{name}</text>',
+        f'<text x="{pad - 3}" y="{sy(v1) + 3:.1f}" font-size="8" text-anchor="end">{v1:.3g}</text>',
+        f'<text x="{pad - 3}" y="{sy(v0) + 3:.1f}" font-size="8" text-anchor="end">{v0:.3g}</text>',
+        f'<text x="{sx(x0):.1f}" y="{H - 6}" font-size="8">{x0}</text>',
+        f'<text x="{sx(x1):.1f}" y="{H - 6}" font-size="8" text-anchor="end">epoch {x1}</text>',
+        f'<rect x="{pad}" y="14" width="{W - pad - 8}" height="{H - 34}" fill="none" stroke="#ddd"/>',
+    ]
     colours = ("#2a6fb0", "#b05a2a", "#3a9a4a", "#8a4ab0", "#666")
     for k, sr in enumerate(series):
         d = " ".join(f"{sx(x):.1f},{sy(v):.1f}" for x, v in sr)
@@ -185,8 +203,10 @@ def curves_svg(histories: list[list[dict]], title: str) -> str:
     """Two small panels: training loss and selection-split mA (%) per epoch, one line per seed."""
     runs = [h for h in histories if h]
     panels = []
-    for name, get in (("train loss", lambda e: e.get("loss")),
-                      ("val mA (%)", lambda e: None if not e.get("select") else 100 * e["select"]["ma"])):  # fmt: skip
+    for name, get in (
+        ("train loss", lambda e: e.get("loss")),
+        ("val mA (%)", lambda e: None if not e.get("select") else 100 * e["select"]["ma"]),
+    ):
         series = [sr for sr in ([(e["epoch"], get(e)) for e in h if get(e) is not None] for h in runs) if sr]
         if series:
             panels.append(_panel(name, series, title))

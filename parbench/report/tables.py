@@ -39,58 +39,126 @@ def leaderboard_csv(views: dict[str, dict[str, list[dict]]]) -> str:
     """One row per (protocol, dataset, configuration); `views` maps protocol -> per-dataset rows."""
     buf = io.StringIO()
     w = csv.writer(buf)
-    attrs = sorted(
-        {a for pd in views.values() for rows in pd.values() for r in rows for a in r["attributes"]}
-    )
-    cols = ["protocol", "dataset", "configuration", "method", "backbone", "weights", "activation", "settings",
-            "n_seeds", "seeds", "selected_on", "selected_on_test", "select_protocol", "train_split"]  # fmt: skip
+    attrs = sorted({a for pd in views.values() for rows in pd.values() for r in rows for a in r["attributes"]})
+    cols = [
+        "protocol",
+        "dataset",
+        "configuration",
+        "method",
+        "backbone",
+        "weights",
+        "activation",
+        "settings",
+        "n_seeds",
+        "seeds",
+        "selected_on",
+        "selected_on_test",
+        "select_protocol",
+        "train_split",
+    ]
     cols += [c for k in HEADLINE for c in (k, k + "_std")] + ["map", "mauc"]
-    cols += ["total_params", "trainable_params", "image_tower_params", "flops_per_image", "fit_s", "eval_s",
-             "train_images_per_s", "eval_images_per_s", "eval_timed", "peak_train_mem_mb", "peak_eval_mem_mb",
-             "peak_mem_kind", "device", "dtype"]  # fmt: skip
+    cols += [
+        "total_params",
+        "trainable_params",
+        "image_tower_params",
+        "flops_per_image",
+        "fit_s",
+        "eval_s",
+        "train_images_per_s",
+        "eval_images_per_s",
+        "eval_timed",
+        "peak_train_mem_mb",
+        "peak_eval_mem_mb",
+        "peak_mem_kind",
+        "device",
+        "dtype",
+    ]
     cols += [f"ma[{a}]" for a in attrs]
     w.writerow(cols)
     for protocol, per_dataset in views.items():
         for ds, r in ((ds, r) for ds, rows in per_dataset.items() for r in rows):
             settings = "; ".join(f"{k}={v}" for k, v in r["distinct"].items())
             per_attr = dict(zip(r["attributes"], r["label_ma"], strict=True))
-            w.writerow([protocol, ds, _name(r), r["method"], r["backbone"], r["weights"], r["activation"], settings,
-                        len(r["seeds"]), " ".join(map(str, r["seeds"])), r["selected_on"], r["selected_on_test"],
-                        r["select_protocol"], r["train_split"]]
-                       + [x for k in HEADLINE for x in (r[k], r[k + "_std"])] + [r["map"], r["mauc"]]
-                       + [r["total_params"], r["trainable_params"], r["image_tower_params"], r["flops"], r["fit_s"],
-                          r["eval_s"], r["train_images_per_s"], r["eval_images_per_s"], r["eval_timed"],
-                          r["peak_mem_mb"], r["peak_eval_mem_mb"], r["peak_mem_kind"], r["device"], r["dtype"]]
-                       + [per_attr.get(a, "") for a in attrs])  # fmt: skip
+            w.writerow(
+                [
+                    protocol,
+                    ds,
+                    _name(r),
+                    r["method"],
+                    r["backbone"],
+                    r["weights"],
+                    r["activation"],
+                    settings,
+                    len(r["seeds"]),
+                    " ".join(map(str, r["seeds"])),
+                    r["selected_on"],
+                    r["selected_on_test"],
+                    r["select_protocol"],
+                    r["train_split"],
+                ]
+                + [x for k in HEADLINE for x in (r[k], r[k + "_std"])]
+                + [r["map"], r["mauc"]]
+                + [
+                    r["total_params"],
+                    r["trainable_params"],
+                    r["image_tower_params"],
+                    r["flops"],
+                    r["fit_s"],
+                    r["eval_s"],
+                    r["train_images_per_s"],
+                    r["eval_images_per_s"],
+                    r["eval_timed"],
+                    r["peak_mem_mb"],
+                    r["peak_eval_mem_mb"],
+                    r["peak_mem_kind"],
+                    r["device"],
+                    r["dtype"],
+                ]
+                + [per_attr.get(a, "") for a in attrs]
+            )
     return buf.getvalue()
 
 
 def leaderboard_md(per_dataset: dict[str, list[dict]], protocol: str, published) -> str:
     p = PROTOCOLS[protocol]
-    lines = [f"Protocol: {protocol} (threshold {p.threshold}, {p.description}). Values in %, mean ± std over seeds "
-             f"(no ± where seeds agree exactly). {TEST_MARK} = selected on the test split (optimistic).", ""]  # fmt: skip
+    lines = [
+        f"Protocol: {protocol} (threshold {p.threshold}, {p.description}). Values in %, mean ± std over seeds "
+        f"(no ± where seeds agree exactly). {TEST_MARK} = selected on the test split (optimistic).",
+        "",
+    ]
     for ds, rows in per_dataset.items():
-        lines += [f"### {ds}", "", "| configuration | weights | seeds | selected on | train split | "
-                  + " | ".join(NAMES[k] for k in HEADLINE) + " | mAP | trainable | total |",
-                  "|---|---|---|---|---|" + "---|" * len(HEADLINE) + "---|---|---|"]  # fmt: skip
+        lines += [
+            f"### {ds}",
+            "",
+            "| configuration | weights | seeds | selected on | train split | "
+            + " | ".join(NAMES[k] for k in HEADLINE)
+            + " | mAP | trainable | total |",
+            "|---|---|---|---|---|" + "---|" * len(HEADLINE) + "---|---|---|",
+        ]
         for r in rows:
             vals = " | ".join(_value(r, k) for k in HEADLINE)
-            lines.append(f"| {_name(r)} | {r['weights']} | {_seeds(r)} | {r['selected_on']} | {r['train_split']} | "
-                         f"{vals} | {_pct(r['map'])} | {r['trainable_params']:,} ({r['trainable_pct']:.2f}%) | "
-                         f"{r['total_params']:,} |")  # fmt: skip
+            lines.append(
+                f"| {_name(r)} | {r['weights']} | {_seeds(r)} | {r['selected_on']} | {r['train_split']} | "
+                f"{vals} | {_pct(r['map'])} | {r['trainable_params']:,} ({r['trainable_pct']:.2f}%) | "
+                f"{r['total_params']:,} |"
+            )
         for q in published(ds):
             vals = " | ".join("–" if q[k] is None else f"{q[k]:.2f}" for k in HEADLINE)
-            lines.append(f"| {q['method']} (published, {q['protocol']} protocol) | {q['backbone']} | – | – | – | "
-                         f"{vals} | – | – | – |")  # fmt: skip
+            lines.append(
+                f"| {q['method']} (published, {q['protocol']} protocol) | {q['backbone']} | – | – | – | "
+                f"{vals} | – | – | – |"
+            )
         attrs = rows[0]["attributes"]
-        lines += ["", f"Per-attribute mA (%) on {ds}:", "",
-                  "| attribute | group | " + " | ".join(r["label"] for r in rows) + " |",
-                  "|---|---|" + "---|" * len(rows)]  # fmt: skip
+        lines += [
+            "",
+            f"Per-attribute mA (%) on {ds}:",
+            "",
+            "| attribute | group | " + " | ".join(r["label"] for r in rows) + " |",
+            "|---|---|" + "---|" * len(rows),
+        ]
         for i, a in enumerate(attrs):
             lines.append(
-                f"| {a} | {rows[0]['groups'].get(a, '')} | "
-                + " | ".join(_pct(r["label_ma"][i]) for r in rows)
-                + " |"
+                f"| {a} | {rows[0]['groups'].get(a, '')} | " + " | ".join(_pct(r["label_ma"][i]) for r in rows) + " |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -107,8 +175,13 @@ def _main_cells(row: dict, datasets: list[str]):
 def main_table_md(table: dict) -> str:
     ds = table["datasets"]
     head = "| method | " + " | ".join(f"{d} {NAMES[k]}" for d in ds for k in HEADLINE) + " |"
-    lines = [f"Main table, protocol {table['protocol']}: mean over seeds (%); **best**, _second_ per column among "
-             f"measured rows; {TEST_MARK} = selected on test.", "", head, "|---|" + "---|" * (len(ds) * len(HEADLINE))]  # fmt: skip
+    lines = [
+        f"Main table, protocol {table['protocol']}: mean over seeds (%); **best**, _second_ per column among "
+        f"measured rows; {TEST_MARK} = selected on test.",
+        "",
+        head,
+        "|---|" + "---|" * (len(ds) * len(HEADLINE)),
+    ]
     for r in table["rows"]:
         cells = []
         for c, k, rank in _main_cells(r, ds):
@@ -132,12 +205,16 @@ def main_table_tex(table: dict) -> str:
     """booktabs: one column group per dataset; best per column \\textbf, second \\underline, ± std scriptsize."""
     ds = table["datasets"]
     k = len(HEADLINE)
-    out = [f"% parbench main table, protocol {table['protocol']} (threshold {PROTOCOLS[table['protocol']].threshold});",
-           "% needs \\usepackage{booktabs}; best per column in bold, second underlined, among measured rows.",
-           "\\begin{tabular}{l" + ("r" * k) * len(ds) + "}", "\\toprule",
-           "Method & " + " & ".join(f"\\multicolumn{{{k}}}{{c}}{{{_tex(d)}}}" for d in ds) + " \\\\",
-           " ".join(f"\\cmidrule(lr){{{2 + i * k}-{1 + (i + 1) * k}}}" for i in range(len(ds))),
-           " & " + " & ".join(NAMES[m] for _ in ds for m in HEADLINE) + " \\\\", "\\midrule"]  # fmt: skip
+    out = [
+        f"% parbench main table, protocol {table['protocol']} (threshold {PROTOCOLS[table['protocol']].threshold});",
+        "% needs \\usepackage{booktabs}; best per column in bold, second underlined, among measured rows.",
+        "\\begin{tabular}{l" + ("r" * k) * len(ds) + "}",
+        "\\toprule",
+        "Method & " + " & ".join(f"\\multicolumn{{{k}}}{{c}}{{{_tex(d)}}}" for d in ds) + " \\\\",
+        " ".join(f"\\cmidrule(lr){{{2 + i * k}-{1 + (i + 1) * k}}}" for i in range(len(ds))),
+        " & " + " & ".join(NAMES[m] for _ in ds for m in HEADLINE) + " \\\\",
+        "\\midrule",
+    ]
     for r in table["rows"]:
         cells = []
         for c, m, rank in _main_cells(r, ds):

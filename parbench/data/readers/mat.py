@@ -128,8 +128,9 @@ def read_peta(card: Card, root: Path, partition: int = 0) -> PARDataset:
     names = [cell_str(x) for x in dig(peta, path, "attribute names", 1)]
     cols = [a.raw for a in card.attributes]
     if raw.shape[1] <= max(cols):
-        raise ParbenchError(path, f"at least {max(cols) + 1} attribute columns after the 4 leading ones",
-                            str(raw.shape[1]))  # fmt: skip
+        raise ParbenchError(
+            path, f"at least {max(cols) + 1} attribute columns after the 4 leading ones", str(raw.shape[1])
+        )
     check_names(card, [names[c] if c < len(names) else "?" for c in cols], path)
     if "zs_index" in card.reader_options:
         parts = zs_partitions(card, root, n)
@@ -144,10 +145,15 @@ def read_peta(card: Card, root: Path, partition: int = 0) -> PARDataset:
     rest = [c for c in range(raw.shape[1]) if c not in set(cols)]
     relpaths = [f"{card.images}/{i + 1:05d}.png" for i in range(n)]
     return _dataset(
-        card, root, raw[:, cols], relpaths, parts,
+        card,
+        root,
+        raw[:, cols],
+        relpaths,
+        parts,
         extra_attributes=[names[c] for c in rest if c < len(names)],
-        extra_labels=raw[:, rest], partition_index=partition,
-    )  # fmt: skip
+        extra_labels=raw[:, rest],
+        partition_index=partition,
+    )
 
 
 def read_pa100k(card: Card, root: Path, partition: int = 0) -> PARDataset:
@@ -181,9 +187,7 @@ def read_rapv1(card: Card, root: Path, partition: int = 0) -> PARDataset:
     raw = binary_labels(dig(rap, path, "the label matrix", 1), path, allow_uncertain=True)
     n = raw.shape[0]
     if raw.ndim != 2 or raw.shape[1] < len(card.raw_order):
-        raise ParbenchError(
-            path, f"a label matrix with at least {len(card.raw_order)} columns", str(raw.shape)
-        )
+        raise ParbenchError(path, f"a label matrix with at least {len(card.raw_order)} columns", str(raw.shape))
     image_cell = dig(rap, path, "image names", 5)
     if len(image_cell) != n:
         raise ParbenchError(path, f"{n} image names (one per label row)", str(len(image_cell)))
@@ -199,9 +203,15 @@ def read_rapv1(card: Card, root: Path, partition: int = 0) -> PARDataset:
     rest = list(range(len(card.raw_order), raw.shape[1]))  # face direction, occlusion, colours
     relpaths = [f"{card.images}/{check_relpath(cell_str(x), path)}" for x in image_cell]
     return _dataset(
-        card, root, raw[:, cols], relpaths, parts,
-        extra_attributes=[names[c] for c in rest], extra_labels=raw[:, rest], partition_index=partition,
-    )  # fmt: skip
+        card,
+        root,
+        raw[:, cols],
+        relpaths,
+        parts,
+        extra_attributes=[names[c] for c in rest],
+        extra_labels=raw[:, rest],
+        partition_index=partition,
+    )
 
 
 RAP2_COLOUR = list(range(31, 45)) + list(range(53, 67)) + list(range(74, 88))
@@ -221,9 +231,7 @@ def read_rapv2(card: Card, root: Path, partition: int = 0) -> PARDataset:
     selected = np.asarray(field("selected_attribute")).reshape(-1).astype(np.int64) - 1
     order = card.reader_options["group_order"]
     if max(order) >= selected.size:
-        raise ParbenchError(
-            path, f"selected_attribute with at least {max(order) + 1} entries", str(selected.size)
-        )
+        raise ParbenchError(path, f"selected_attribute with at least {max(order) + 1} entries", str(selected.size))
     cols = selected[order].tolist()
     # Only evaluated, colour and extra columns are binary (viewpoint and boxes are not): check those.
     full_selected = selected.tolist()
@@ -248,6 +256,13 @@ def read_rapv2(card: Card, root: Path, partition: int = 0) -> PARDataset:
     relpaths = [f"{card.images}/{check_relpath(cell_str(x), path)}" for x in image_cell]
     k_eval = len(cols)
     return _dataset(
-        card, root, labels[:, :k_eval], relpaths, parts, identities=ident,
-        extra_attributes=[names[c] for c in rest], extra_labels=labels[:, k_eval:], partition_index=partition,
-    )  # fmt: skip
+        card,
+        root,
+        labels[:, :k_eval],
+        relpaths,
+        parts,
+        identities=ident,
+        extra_attributes=[names[c] for c in rest],
+        extra_labels=labels[:, k_eval:],
+        partition_index=partition,
+    )

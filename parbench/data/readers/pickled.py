@@ -28,8 +28,9 @@ def column_names(obj: dict, label: np.ndarray, path: Path) -> list[str]:
     idx = obj.get("label_idx", {}).get("eval") if isinstance(obj.get("label_idx"), dict) else None
     if idx is not None and len(idx) == label.shape[1]:
         return [names[int(i)] for i in idx]  # label already reordered; label_idx.eval only names its columns
-    raise ParbenchError(path, f"attr_name (or label_idx.eval) naming all {label.shape[1]} label columns",
-                        f"{len(names)} names")  # fmt: skip
+    raise ParbenchError(
+        path, f"attr_name (or label_idx.eval) naming all {label.shape[1]} label columns", f"{len(names)} names"
+    )
 
 
 def read_pickled(card: Card, pickle_path: str | Path, root: str | Path, partition: int = 0) -> PARDataset:

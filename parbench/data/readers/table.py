@@ -38,8 +38,9 @@ VALUES = {"1": 1, "1.0": 1, "true": 1, "0": 0, "0.0": 0, "false": 0}
 def options_of(card: Card) -> dict[str, Any]:
     unknown = sorted(set(card.reader_options) - set(OPTIONS))
     if unknown:
-        raise ParbenchError(card.path, f"[reader_options] of the table reader among {', '.join(OPTIONS)}",
-                            f"unknown {unknown}")  # fmt: skip
+        raise ParbenchError(
+            card.path, f"[reader_options] of the table reader among {', '.join(OPTIONS)}", f"unknown {unknown}"
+        )
     return {**OPTIONS, **card.reader_options}
 
 
@@ -106,11 +107,17 @@ def _columns(card: Card, opts: dict, header: list[str], path: Path) -> list[str]
     cols = [opts["columns"].get(a, a) for a in card.attribute_names]
     missing = [c for c in cols if c not in header]
     if missing:
-        raise ParbenchError(path, f"a column for each of the card's {len(cols)} attributes",
-                            f"{len(missing)} missing: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}")  # fmt: skip
+        raise ParbenchError(
+            path,
+            f"a column for each of the card's {len(cols)} attributes",
+            f"{len(missing)} missing: {', '.join(missing[:6])}{' ...' if len(missing) > 6 else ''}",
+        )
     if opts["path_column"] not in header:
-        raise ParbenchError(path, f"an image path column '{opts['path_column']}' ([reader_options] path_column)",
-                            f"columns {header[:8]}")  # fmt: skip
+        raise ParbenchError(
+            path,
+            f"an image path column '{opts['path_column']}' ([reader_options] path_column)",
+            f"columns {header[:8]}",
+        )
     return cols
 
 
@@ -122,8 +129,11 @@ def read_table(card: Card, root: Path, partition: int = 0) -> PARDataset:
     files = dict(opts["split_files"]) or {None: card.source_files[0] if card.source_files else ""}
     for f in files.values():
         if f not in card.source_files:
-            raise ParbenchError(card.path, f"'{f}' listed in source_files (its content is part of a run's identity)",
-                                f"source_files {list(card.source_files)}")  # fmt: skip
+            raise ParbenchError(
+                card.path,
+                f"'{f}' listed in source_files (its content is part of a run's identity)",
+                f"source_files {list(card.source_files)}",
+            )
     relpaths, labels, splits, idents, boxes, origins = [], [], [], [], [], []
     box_cols = list(opts["box_columns"])
     for split, name in files.items():
@@ -133,8 +143,11 @@ def read_table(card: Card, root: Path, partition: int = 0) -> PARDataset:
         has_box = all(c in header for c in box_cols)
         has_id = opts["identity_column"] in header
         if split is None and opts["split_column"] not in header:
-            raise ParbenchError(path, f"a split column '{opts['split_column']}' (or [reader_options] split_files)",
-                                f"columns {header[:8]}")  # fmt: skip
+            raise ParbenchError(
+                path,
+                f"a split column '{opts['split_column']}' (or [reader_options] split_files)",
+                f"columns {header[:8]}",
+            )
         for n, row in rows:
             where = f"{path}:{n}"
             image = row.get(opts["path_column"])
@@ -155,15 +168,21 @@ def read_table(card: Card, root: Path, partition: int = 0) -> PARDataset:
                 idents.append(int(_number(value, where, opts["identity_column"])) if value not in ("", None) else -1)
     names = sorted(set(splits))
     if "" in names:
-        raise ParbenchError(root / files[None], f"a split name in column '{opts['split_column']}' on every row",
-                            f"{splits.count('')} rows without one")  # fmt: skip
+        raise ParbenchError(
+            root / files[None],
+            f"a split name in column '{opts['split_column']}' on every row",
+            f"{splits.count('')} rows without one",
+        )
     parts = {s: np.flatnonzero(np.asarray(splits) == s).astype(np.int64) for s in names}
     if "trainval" not in parts and "train" in parts and "val" in parts:
         parts["trainval"] = np.sort(np.concatenate([parts["train"], parts["val"]]))
     for what, got in (("a person box", boxes), ("an identity", idents)):
         if 0 < len(got) < len(relpaths):
-            raise ParbenchError(card.path, f"{what} on every row or on none (split files with the same columns)",
-                                f"{len(got)} of {len(relpaths)} rows")  # fmt: skip
+            raise ParbenchError(
+                card.path,
+                f"{what} on every row or on none (split files with the same columns)",
+                f"{len(got)} of {len(relpaths)} rows",
+            )
     return PARDataset(
         name=card.name,
         attributes=card.attribute_names,

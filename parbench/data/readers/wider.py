@@ -21,9 +21,7 @@ from parbench.labels import UNSPECIFIED
 CODES = {1: 1, -1: 0, 0: UNSPECIFIED}
 
 
-def _read_json(
-    root: Path, annotation: str, k: int
-) -> tuple[list[str], list[list[float]], list[list[int]], list[str]]:
+def _read_json(root: Path, annotation: str, k: int) -> tuple[list[str], list[list[float]], list[list[int]], list[str]]:
     """(image names, boxes, labels, where each target is written) of one annotation file under root."""
     path = root / annotation
     if not path.is_file():
@@ -44,9 +42,7 @@ def _read_json(
         for j, t in enumerate(targets):
             attr, bbox = t.get("attribute"), t.get("bbox")
             if not isinstance(attr, list) or len(attr) != k or any(a not in CODES for a in attr):
-                raise ParbenchError(
-                    path, f"images[{i}].targets[{j}].attribute: {k} values in 1/-1/0", repr(attr)
-                )
+                raise ParbenchError(path, f"images[{i}].targets[{j}].attribute: {k} values in 1/-1/0", repr(attr))
             ok = isinstance(bbox, list) and len(bbox) == 4
             ok = ok and all(isinstance(v, int | float) and not isinstance(v, bool) for v in bbox)
             ok = ok and all(math.isfinite(v) for v in bbox) and bbox[2] > 0 and bbox[3] > 0

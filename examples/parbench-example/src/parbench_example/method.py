@@ -29,8 +29,9 @@ class AttributeQueries(nn.Module):
         super().__init__()
         width = backbone.token_dim
         if width % options.heads:
-            raise ParbenchError(f"attr-query on {backbone.name}", f"heads dividing the token width {width}",
-                                str(options.heads))
+            raise ParbenchError(
+                f"attr-query on {backbone.name}", f"heads dividing the token width {width}", str(options.heads)
+            )
         self.visual = freeze(backbone.visual)
         self.queries = nn.Parameter(torch.randn(num_attributes, width) * width**-0.5)  # (K, W)
         self.attn = nn.MultiheadAttention(width, options.heads, dropout=options.dropout, batch_first=True)
