@@ -53,6 +53,13 @@ def build_meta(spec, backbone: str, card, options):
     return model.eval(), bb
 
 
+def input_size(model, bb, cfg) -> tuple[int, int]:
+    """The (H, W) a run feeds the model: the weights' size unless the method sets its own (256 x 192)."""
+    from parbench.data.transforms import resolve_preprocess
+
+    return resolve_preprocess(bb.preprocess, cfg, getattr(model, "preprocess_defaults", None)).size
+
+
 def forward_flops(model, size: tuple[int, int]) -> int:
     """FLOPs of one image's evaluation forward (multiply-add = 2 FLOPs; matmuls, convolutions and fused
     attention as torch's flop counter counts them). Work a method does once per model (PromptPAR's cached text
@@ -94,7 +101,7 @@ def method_info(method: str, backbone: str, dataset: str | None, num_attributes:
         )
     else:
         raise ParbenchError("methods info", "--dataset NAME or --num-attributes K", "neither")
-    _, options = resolve_config(spec, {**overrides, **spec.meta_overrides})
+    cfg, options = resolve_config(spec, {**overrides, **spec.meta_overrides}, getattr(card, "name", None))
     model, bb = build_meta(spec, backbone, card, options)
     total, trainable = count_params(model)
     tower = bb.image_tower_params
@@ -107,7 +114,7 @@ def method_info(method: str, backbone: str, dataset: str | None, num_attributes:
         "trainable_params": trainable,
         "trainable_pct": 100.0 * trainable / max(total, 1),
         "image_tower_params": tower,
-        "flops_per_image": forward_flops(model, bb.preprocess.size),
+        "flops_per_image": forward_flops(model, input_size(model, bb, cfg)),
         "activation": bb.activation,
         "options": overrides,
     }

@@ -42,6 +42,13 @@ class MethodSpec:
     # settings that let the model be built on torch's meta device for counting (no weights files needed)
     meta_overrides: dict[str, Any] = field(default_factory=dict)
     default_backbone: str = "ViT-L-14"
+    # TrainConfig settings per value of the `variant` option (a reference variant's split and selection)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # TrainConfig settings per dataset name, where the method's reference configs differ by dataset
+    dataset_recipes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # (card, options) -> files whose content decides the numbers beyond the card and the settings (a phrase or
+    # prompt file): their sha256 joins the run's identity
+    data_files: Callable[..., list] | None = None
     # the backbone libraries the method runs on: "open_clip" (image and text towers), "timm" (image towers); a
     # method that reaches into CLIP's text tower or its transformer's internals is open_clip only
     backbones: tuple[str, ...] = ("open_clip",)
@@ -112,6 +119,9 @@ def check_spec(spec: Any, where: str) -> None:
     if not isinstance(spec.recipe, dict):
         raise ParbenchError(where, "recipe: a dict of TrainConfig settings", type(spec.recipe).__name__)
     apply_overrides(TrainConfig(), spec.recipe, f"{where} recipe")  # unknown keys and bad values fail here
+    for kind, table in (("variants", spec.variants), ("dataset_recipes", spec.dataset_recipes)):
+        for name, recipe in table.items():
+            apply_overrides(TrainConfig(), {**spec.recipe, **recipe}, f"{where} {kind}[{name!r}]")
     if spec.options is not None:
         if not (isinstance(spec.options, type) and dataclasses.is_dataclass(spec.options)):
             raise ParbenchError(where, "options: a dataclass type (or None)", repr(spec.options))

@@ -10,6 +10,9 @@
     epochs = 3
     [methods_set.promptpar]    # overrides for one method
     fusion_dim = 128
+    [methods_set.strong-baseline]
+    backbone = "timm:resnet50" # a method's own backbone (and pretrained) replaces the suite's for it
+    pretrained = "tv_in1k"
 
 Finished runs (same key in the store) are skipped, so a crashed suite continues where it stopped;
 `shard = (k, n)` runs the k-th of n deterministic shares.
@@ -26,7 +29,7 @@ from parbench.engine.run import RunSpec
 from parbench.errors import ParbenchError
 
 _KEYS = {"name", "datasets", "methods", "backbones", "pretrained", "seeds", "set", "methods_set", "store", "out",
-         "roots", "groups", "partition", "slurm"}  # fmt: skip
+         "roots", "groups", "partition", "slurm", "variants"}  # fmt: skip
 
 
 @dataclass
@@ -53,6 +56,20 @@ def _relative_to(method: str, folder: Path) -> str:
     if sep and head.endswith(".py") and not Path(head).is_absolute() and (folder / head).is_file():
         return f"{(folder / head).resolve()}:{attr}"
     return method
+
+
+def _variants_of(method: str, variants: list[str], path: Path) -> list[str | None]:
+    """The suite's `variants` for a method that has a `variant` option (each a run of its own), else [None]."""
+    if not variants:
+        return [None]
+    from dataclasses import fields
+
+    from parbench.methods import get_method
+
+    spec = get_method(method, base=path.parent)
+    if spec.options is None or "variant" not in {f.name for f in fields(spec.options)}:
+        return [None]
+    return list(variants)
 
 
 def load_suite(path: str | Path, store: str | None = None, out: str | None = None) -> Suite:
@@ -83,15 +100,29 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
     if isinstance(pretrained, list) and len(pretrained) != len(backbones):
         raise ParbenchError(path, f"pretrained: one value or one per backbone ({len(backbones)})", str(len(pretrained)))
     pre_list = pretrained if isinstance(pretrained, list) else [pretrained] * len(backbones)
+    variants = doc.get("variants", [])
+    if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
+        raise ParbenchError(path, 'variants as a list of names, e.g. variants = ["fixed", "reference"]', repr(variants))
     roots = doc.get("roots", {})
     name = doc.get("name", path.stem)
     run_out = out or doc.get("out", f"runs/{name}")
     specs = []
     for ds in datasets:
         for method in doc["methods"]:
-            for bb, pre in zip(backbones, pre_list, strict=True):
+            own = dict(doc.get("methods_set", {}).get(method, {}))
+            if "pretrained" in own and "backbone" not in own:
+                raise ParbenchError(
+                    path, f"[methods_set.{method}] pretrained together with its backbone", "no backbone"
+                )
+            # a method's own backbone (a timm tower for the field baselines) replaces the suite's backbones
+            pairs = (
+                [(own.pop("backbone"), own.pop("pretrained", None))]
+                if "backbone" in own
+                else list(zip(backbones, pre_list, strict=True))
+            )
+            for (bb, pre), variant in ((p, v) for p in pairs for v in _variants_of(method, variants, path)):
                 for seed in seeds:
-                    overrides = {**doc.get("set", {}), **doc.get("methods_set", {}).get(method, {})}
+                    overrides = {**doc.get("set", {}), **own, **({"variant": variant} if variant else {})}
                     specs.append(
                         RunSpec(
                             dataset=ds,

@@ -12,15 +12,16 @@ import torch
 
 from parbench.backbones import INTERPOLATIONS, Preprocess
 
-HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # PromptPAR's normalisation
-NORMALIZATIONS = ("backbone", "half")
+HALF = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))  # PromptPAR's and VTB's normalisation
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # Rethinking_of_PAR's, whatever the backbone
+NORMALIZATIONS = ("backbone", "half", "imagenet")
 
 
 def resolve_preprocess(weights: Preprocess, cfg: Any, method_defaults: dict | None = None) -> Preprocess:
     """The weights' own preprocessing, then the method's defaults (PromptPAR's reference variant: mean = std =
-    0.5 and a bilinear resize), then the run's explicit settings (`normalization`, `interpolation`: "auto"
-    leaves the earlier choice; `letterbox`)."""
-    chosen = {"normalization": "backbone", "interpolation": weights.interpolation}
+    0.5 and a bilinear resize; the field baselines' input `size`, e.g. 256 x 192), then the run's explicit
+    settings (`normalization`, `interpolation`: "auto" leaves the earlier choice; `letterbox`)."""
+    chosen = {"normalization": "backbone", "interpolation": weights.interpolation, "size": weights.size}
     for k, v in (method_defaults or {}).items():
         if v is not None:
             chosen[k] = v
@@ -28,9 +29,14 @@ def resolve_preprocess(weights: Preprocess, cfg: Any, method_defaults: dict | No
         chosen["normalization"] = cfg.normalization
     if cfg.interpolation != "auto":
         chosen["interpolation"] = cfg.interpolation
-    mean, std = (weights.mean, weights.std) if chosen["normalization"] == "backbone" else HALF
+    mean, std = {"backbone": (weights.mean, weights.std), "half": HALF, "imagenet": IMAGENET}[chosen["normalization"]]
     return replace(
-        weights, mean=tuple(mean), std=tuple(std), interpolation=chosen["interpolation"], letterbox=bool(cfg.letterbox)
+        weights,
+        mean=tuple(mean),
+        std=tuple(std),
+        interpolation=chosen["interpolation"],
+        size=tuple(chosen["size"]),
+        letterbox=bool(cfg.letterbox),
     )
 
 

@@ -20,21 +20,27 @@ class TrainConfig:
     epochs: int = 10  # passes over the training split
     batch_size: int = 32  # training batch
     eval_batch_size: int = 64  # evaluation / feature-extraction batch
-    optimizer: str = "adamw"  # "sgd" (momentum) or "adamw"
+    optimizer: str = "adamw"  # "sgd" (momentum), "adamw" (decoupled decay) or "adam" (coupled L2, Rethinking's)
     lr: float = 1e-3  # base learning rate of the head group; methods define other groups relative to it
     weight_decay: float = 1e-4
     momentum: float = 0.9  # SGD only
     warmup_epochs: int = 0  # linear warm-up from warmup_lr_init * lr (timm CosineLRScheduler semantics)
     warmup_lr_init: float = 0.01  # fraction of lr at epoch 0 of warm-up
     min_lr: float = 0.002  # cosine floor, fraction of lr
-    clip_grad: float = 10.0  # gradient-norm clip per parameter group (0 = off)
+    clip_grad: float = 10.0  # gradient-norm clip (0 = off), per parameter group or over the model (clip_grad_scope)
+    clip_grad_scope: str = "group"  # "group" (each group's norm, PromptPAR's) or "model" (one norm, Rethinking's)
+    schedule: str = "cosine"  # "cosine" (warm-up, then cosine per epoch) or "plateau" (ReduceLROnPlateau)
+    plateau_factor: float = 0.1  # plateau: lr *= factor when the selection split's loss stops falling ...
+    plateau_patience: int = 4  # ... for this many epochs (torch's ReduceLROnPlateau, stepped once per epoch)
+    drop_last: bool = False  # drop the last, smaller training batch of an epoch (Rethinking's loader)
+    ema: bool = False  # keep an exponential moving average of the trained weights; it is what is selected,
+    ema_decay: float = 0.9998  # evaluated and saved (updated after every step, timm's ModelEmaV2)
     aux_loss_weight: float = 0.5  # weight of auxiliary losses a model returns (PromptPAR's GL branch)
     unspecified: str = "negative"  # label 255 in loss and metrics: "negative", "ignore" or "stored"
     pad: int = 10  # train augmentation: pad then random-crop back to the input size
     flip: bool = True  # train augmentation: random horizontal flip
-    normalization: str = (
-        "auto"  # "auto" (the method's, else the weights'), "backbone" (the weights' mean/std), "half" (0.5)
-    )
+    # "auto" (the method's, else the weights'), "backbone" (the weights' mean/std), "half" (0.5), "imagenet"
+    normalization: str = "auto"
     interpolation: str = "auto"  # resize: "auto" (the method's, else the weights'), "bicubic" or "bilinear"
     letterbox: bool = False  # keep the aspect ratio and pad with black to the input size (PromptPAR's Pad_datasets)
     train_split: str = "auto"  # "auto" = the card's train split; e.g. "trainval" to reproduce the references
@@ -57,9 +63,11 @@ class TrainConfig:
 
     # checked when a value is set (method recipe, --config, --set), so a typo stops a run before it starts
     CHOICES: ClassVar[dict] = {
-        "optimizer": ("sgd", "adamw"),
+        "optimizer": ("sgd", "adamw", "adam"),
+        "clip_grad_scope": ("group", "model"),
+        "schedule": ("cosine", "plateau"),
         "unspecified": ("negative", "ignore", "stored"),
-        "normalization": ("auto", "backbone", "half"),
+        "normalization": ("auto", "backbone", "half", "imagenet"),
         "interpolation": ("auto", "bicubic", "bilinear"),
         "select_on": ("auto", "val", "carve", "last", "test"),
         "select_protocol": ("promptpar", "rethinking"),
@@ -71,8 +79,27 @@ class TrainConfig:
         "weight_decay": (0.0, None), "momentum": (0.0, 1.0), "warmup_epochs": (0, None),
         "warmup_lr_init": (0.0, 1.0), "min_lr": (0.0, 1.0), "clip_grad": (0.0, None),
         "aux_loss_weight": (0.0, None), "pad": (0, None), "carve_fraction": (0.0, 1.0), "num_workers": (0, None),
-        "max_steps": (0, None), "limit": (0, None), "bootstrap": (0, None),
+        "max_steps": (0, None), "limit": (0, None), "bootstrap": (0, None), "plateau_factor": (0.0, 1.0),
+        "plateau_patience": (0, None), "ema_decay": (0.0, 1.0),
     }  # fmt: skip
+
+
+# Settings added after runs were first stored, with the value that reproduces what those runs did: a run's
+# identity leaves them out while they hold it, so stores written before a setting existed still match.
+LATER_DEFAULTS: dict[str, Any] = {
+    "clip_grad_scope": "group",
+    "schedule": "cosine",
+    "plateau_factor": 0.1,
+    "plateau_patience": 4,
+    "drop_last": False,
+    "ema": False,
+    "ema_decay": 0.9998,
+}
+
+
+def identity_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings as a run's identity holds them (see LATER_DEFAULTS)."""
+    return {k: v for k, v in asdict(cfg).items() if not (k in LATER_DEFAULTS and LATER_DEFAULTS[k] == v)}
 
 
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
@@ -182,15 +209,19 @@ def config_dict(cfg: Any) -> dict[str, Any]:
     return asdict(cfg)
 
 
-def resolve_config(method: Any, overrides: dict[str, Any]) -> tuple[TrainConfig, Any]:
-    """The one merge path: TrainConfig defaults < the method's recipe < overrides (--config file, --set, flags).
-    Keys go to the engine's TrainConfig or to the method's options dataclass; an unknown key is an error."""
+def resolve_config(method: Any, overrides: dict[str, Any], dataset: str | None = None) -> tuple[TrainConfig, Any]:
+    """The one merge path: TrainConfig defaults < the method's recipe < its variant's recipe (the `variant`
+    option's entry in `method.variants`) < its recipe for the dataset (`method.dataset_recipes`, as the method's
+    reference configs set them) < overrides (--config file, --set, flags). Keys go to the engine's TrainConfig
+    or to the method's options dataclass; an unknown key is an error."""
     train_keys = {f.name for f in fields(TrainConfig)}
     opt_keys = {f.name for f in fields(method.options)} if method.options else set()
     t, o = {}, {}
     for k, v in overrides.items():
         key = k.replace("-", "_")
         (o if key in opt_keys and key not in train_keys else t)[key] = v
-    cfg = apply_overrides(TrainConfig(), {**method.recipe, **t}, f"{method.name} settings")
     options = apply_overrides(method.options(), o, f"{method.name} options") if method.options else None
+    variant = method.variants.get(getattr(options, "variant", None), {})
+    per_dataset = method.dataset_recipes.get(dataset, {}) if dataset else {}
+    cfg = apply_overrides(TrainConfig(), {**method.recipe, **variant, **per_dataset, **t}, f"{method.name} settings")
     return cfg, options

@@ -63,13 +63,15 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
     whose chunk would be empty gets one sample with weight 0, so that every rank joins every all-reduce.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True):
+    def __init__(self, n: int, batch_size: int, seed: int, epoch: int, shuffle: bool = True, drop_last: bool = False):
         self.n, self.batch_size = n, batch_size
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)
         order = torch.randperm(n, generator=gen).tolist() if shuffle else list(range(n))
         r, w = rank(), world_size()
         self.batches, self.weights = [], []
         globs = [order[s : s + batch_size] for s in range(0, n, batch_size)]
+        if drop_last and len(globs) > 1 and len(globs[-1]) < batch_size:  # the references' drop_last=True
+            globs.pop()
         if len(globs) > 1 and len(globs[-1]) < 2 * w:
             # a last batch of one sample per process would break BatchNorm in training (PromptPAR's heads):
             # it joins the batch before it instead of being dropped

@@ -71,7 +71,7 @@ def plan_run(spec: RunSpec) -> Plan:
         raise ParbenchError("--seed", "an integer in [0, 2^32)", repr(spec.seed))
     if not 0 <= spec.partition < max(card.partitions, 1):
         raise ParbenchError(f"--partition for {card.name}", f"0..{max(card.partitions, 1) - 1}", str(spec.partition))
-    cfg, options = resolve_config(method, spec.overrides)
+    cfg, options = resolve_config(method, spec.overrides, card.name)
     backbone = spec.backbone or method.default_backbone
     identity = spec.identity()
     key = identity_key(identity)
@@ -340,11 +340,11 @@ def _resolved(plan: Plan) -> dict:
 def _flops(plan: Plan) -> int | None:
     """Forward FLOPs per image of the run's model, counted on the meta device (no memory, no weights)."""
     from parbench.engine.config import resolve_config
-    from parbench.info import build_meta, forward_flops
+    from parbench.info import build_meta, forward_flops, input_size
 
-    _, options = resolve_config(plan.method, {**plan.spec.overrides, **plan.method.meta_overrides})
+    cfg, options = resolve_config(plan.method, {**plan.spec.overrides, **plan.method.meta_overrides}, plan.card.name)
     model, bb = build_meta(plan.method, plan.backbone, plan.card, options)
-    return forward_flops(model, bb.preprocess.size)
+    return forward_flops(model, input_size(model, bb, cfg))
 
 
 def _open_store(path: str | None):

@@ -48,12 +48,12 @@ class RunSpec:
         """Everything that decides this run's numbers (see the module docstring)."""
         from parbench.backbones import resolve_pretrained
         from parbench.cards import load_card
-        from parbench.engine.config import resolve_config
+        from parbench.engine.config import identity_settings, resolve_config
         from parbench.methods import get_method
 
         method = get_method(self.method)
         card = load_card(self.dataset)
-        cfg, options = resolve_config(method, self.overrides)
+        cfg, options = resolve_config(method, self.overrides, card.name)
         backbone = self.backbone or method.default_backbone
         ident = {
             "dataset": card.name,
@@ -63,12 +63,17 @@ class RunSpec:
             "method": method.name,
             "backbone": backbone,
             "weights": weights_identity(backbone, resolve_pretrained(backbone, self.pretrained)),
-            "train": asdict(cfg),
+            "train": identity_settings(cfg),
             "options": asdict(options) if options is not None else None,
             "seed": self.seed,
         }
         if not method.builtin:  # a plugin's distribution and version, or its source's content: edits are new runs
             ident["method_origin"] = method.origin
+        files = method.data_files(card, options) if method.data_files else []
+        if files:  # a method's own data (VTB's phrases): an edited file is another run
+            from parbench.hashing import file_sha256
+
+            ident["method_files"] = {Path(f).name: file_sha256(f) for f in files}
         for name, path in (("source", self.source), ("split_file", self.split_file)):
             if path:
                 if not Path(path).is_file():

@@ -23,6 +23,7 @@ import torch
 from parbench.atomic import save_torch, write_text
 from parbench.engine import dist, memory
 from parbench.engine.config import TrainConfig
+from parbench.engine.ema import WeightEMA
 from parbench.engine.loss import weighted_bce
 from parbench.engine.params import param_groups, trainable_state
 from parbench.engine.schedule import lr_at
@@ -58,7 +59,9 @@ def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimize
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ParbenchError("optimizer", "sgd or adamw", cfg.optimizer)
+    if cfg.optimizer == "adam":  # coupled L2: weight_decay * w joins the gradient (Rethinking_of_PAR's Adam)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ParbenchError("optimizer", "sgd, adamw or adam", cfg.optimizer)
 
 
 def set_epoch_lr(opt: torch.optim.Optimizer, epoch: int, cfg: TrainConfig) -> list[float]:
@@ -67,12 +70,14 @@ def set_epoch_lr(opt: torch.optim.Optimizer, epoch: int, cfg: TrainConfig) -> li
     return [g["lr"] for g in opt.param_groups]
 
 
-def epoch_loader(dataset, batch_size: int, seed: int, epoch: int, num_workers: int, shuffle: bool = True):
+def epoch_loader(
+    dataset, batch_size: int, seed: int, epoch: int, num_workers: int, shuffle: bool = True, drop_last: bool = False
+):
     """Training (shuffle): this process's chunks of the global batches of a permutation fixed by (seed, epoch).
     Evaluation: this process's shard in dataset order (everything with one process); see engine/dist.py."""
     pin = torch.cuda.is_available()
     if shuffle:
-        sampler = dist.GlobalBatchSampler(len(dataset), batch_size, seed, epoch)
+        sampler = dist.GlobalBatchSampler(len(dataset), batch_size, seed, epoch, drop_last=drop_last)
         return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin)
     return torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, sampler=dist.ShardSampler(len(dataset)), num_workers=num_workers, pin_memory=pin
@@ -96,6 +101,7 @@ def train_epoch(
     tick: Callable | None = None,
     epoch: int = 0,
     where: str = "model",
+    after_step: Callable[[], None] | None = None,
 ) -> dict:
     model.train()
     total, n_img, steps, t0 = 0.0, 0, 0, time.perf_counter()
@@ -113,10 +119,14 @@ def train_epoch(
         opt.zero_grad(set_to_none=True)
         # this process's share of the global batch (1.0 alone): DDP's gradient mean = the global batch mean
         (loss * (weights[step] if weights else 1.0)).backward()
-        if cfg.clip_grad:
+        if cfg.clip_grad and cfg.clip_grad_scope == "model":  # one norm over every trained parameter
+            torch.nn.utils.clip_grad_norm_([p for params in groups for p in params], cfg.clip_grad)
+        elif cfg.clip_grad:
             for params in groups:
                 torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
         opt.step()
+        if after_step is not None:
+            after_step()
         total += value * len(images)
         n_img += len(images)
         steps += 1
@@ -135,15 +145,26 @@ def train_epoch(
 
 @torch.no_grad()
 def predict(
-    model, loader, device, cfg: TrainConfig, tick: Callable | None = None, where: str = "model"
+    model,
+    loader,
+    device,
+    cfg: TrainConfig,
+    tick: Callable | None = None,
+    where: str = "model",
+    pos_ratio: torch.Tensor | None = None,
+    stats: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Sigmoid probabilities and labels, in loader order."""
+    """Sigmoid probabilities and labels, in loader order. Given the training split's `pos_ratio`, `stats["loss"]`
+    is the split's loss as the references compute a validation loss: the training loss of each batch, averaged
+    over batches (what ReduceLROnPlateau steps on)."""
     model.eval()
-    probs, labels = [], []
+    probs, labels, losses = [], [], []
     for images, lab, _ in loader:
         with autocast(device, cfg):
             out = model(images.to(device, non_blocking=True))
         check_output(out, len(images), lab.shape[1], where)
+        if pos_ratio is not None:
+            losses.append(weighted_bce(out["logits"], lab.to(device), pos_ratio, cfg.unspecified).detach())
         probs.append(torch.sigmoid(out["logits"].float()).cpu().numpy())
         labels.append(lab.numpy())
         if tick:
@@ -152,6 +173,8 @@ def predict(
     probs = np.concatenate(probs) if probs else np.zeros((0, k), np.float32)
     labels = np.concatenate(labels).astype(np.uint8) if labels else np.zeros((0, k), np.uint8)
     n = len(loader.dataset)
+    if stats is not None and losses:
+        stats["loss"] = float(torch.stack(losses).mean())  # one host sync; this process's shard under DDP
     return dist.gather_shards(probs, n), dist.gather_shards(labels, n)
 
 
@@ -215,6 +238,14 @@ def fit(
     trained = dist.wrap(model, device)  # DDP under torchrun; evaluation uses the bare model on every rank
     write = run_dir is not None and dist.is_main()
     opt = make_optimizer(param_groups(model, cfg), cfg)
+    if cfg.schedule == "plateau" and cfg.warmup_epochs:
+        raise ParbenchError("settings", "warmup_epochs = 0 with schedule = plateau", str(cfg.warmup_epochs))
+    plateau = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.plateau_factor, patience=cfg.plateau_patience)
+        if cfg.schedule == "plateau"
+        else None
+    )
+    ema = WeightEMA(model, cfg.ema_decay) if cfg.ema else None
     pos = torch.as_tensor(pos_ratio, device=device)
     hist, start = History(selected_on=select_on), 1
     best_state = None
@@ -223,31 +254,42 @@ def fit(
         ck = load_resume_state(ckpt_path)
         model.load_state_dict(ck["trainable"], strict=False)
         opt.load_state_dict(ck["optimizer"])
+        if plateau is not None and ck.get("plateau"):
+            plateau.load_state_dict(ck["plateau"])
+        if ema is not None and ck.get("ema"):
+            ema.load(ck["ema"])
         hist = History(**ck["history"])
         best_state, start = ck["best_state"], ck["epoch"] + 1
         _set_rng_state(ck["rng"])
         if write:  # the log holds exactly the checkpointed epochs (an interrupt can fall between the two)
             write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in hist.epochs))
     for epoch in range(start, cfg.epochs + 1):
-        lrs = set_epoch_lr(opt, epoch, cfg)
-        loader = epoch_loader(train_set, cfg.batch_size, seed, epoch, cfg.num_workers)
+        lrs = set_epoch_lr(opt, epoch, cfg) if plateau is None else [g["lr"] for g in opt.param_groups]
+        loader = epoch_loader(train_set, cfg.batch_size, seed, epoch, cfg.num_workers, drop_last=cfg.drop_last)
         n_steps = len(loader) if not cfg.max_steps else min(len(loader), cfg.max_steps)
         task = progress.add_task(f"epoch {epoch}/{cfg.epochs}", total=n_steps * cfg.batch_size) if progress else None
         tick = (lambda n, t=task: progress.advance(t, n)) if progress else None
         memory.reset_peak(device)
         if hasattr(train_set, "epoch"):
             train_set.epoch = epoch  # per-image augmentation seeds follow the epoch
-        stats = train_epoch(trained, loader, opt, pos, cfg, device, tick, epoch, where)
+        update = (lambda: ema.update(model)) if ema is not None else None
+        stats = train_epoch(trained, loader, opt, pos, cfg, device, tick, epoch, where, update)
         if progress:
             progress.remove_task(task)
         row = {"epoch": epoch, "lr": lrs, **stats, "peak_mem_mb": memory.peak_mb(device)}
+        plateau_loss = stats["loss"]  # without a selection split, the training loss
         if select_set is not None and select_on != "last":
             sl = epoch_loader(select_set, cfg.eval_batch_size, seed, 0, cfg.num_workers, shuffle=False)
-            probs, labels = predict(model, sl, device, cfg, where=where)
-            m = pedestrian_metrics(labels, probs, cfg.select_protocol, unspecified=cfg.unspecified)
-            row["select"] = {"split": select_on, "protocol": cfg.select_protocol, **m.headline()}
-            if m.ma > hist.best_score:  # strict: ties keep the earlier epoch
-                hist.best_score, hist.best_epoch, best_state = m.ma, epoch, trainable_state(model)
+            with ema.applied(model) if ema is not None else contextlib.nullcontext():  # the EMA is what is selected
+                sel: dict = {}
+                probs, labels = predict(model, sl, device, cfg, where=where, pos_ratio=pos, stats=sel)
+                m = pedestrian_metrics(labels, probs, cfg.select_protocol, unspecified=cfg.unspecified)
+                row["select"] = {"split": select_on, "protocol": cfg.select_protocol, **m.headline(), **sel}
+                plateau_loss = sel.get("loss", plateau_loss)
+                if m.ma > hist.best_score:  # strict: ties keep the earlier epoch
+                    hist.best_score, hist.best_epoch, best_state = m.ma, epoch, trainable_state(model)
+        if plateau is not None:
+            plateau.step(plateau_loss)
         hist.epochs.append(row)
         if write:  # checkpoint first, then the log line: a logged epoch is always a resumable one
             ck = {
@@ -257,6 +299,8 @@ def fit(
                 "history": hist.__dict__,
                 "best_state": best_state,
                 "rng": _rng_state(),
+                "plateau": plateau.state_dict() if plateau is not None else None,
+                "ema": ema.state() if ema is not None else None,
             }
             save_torch(ck, ckpt_path)
             with open(run_dir / "log.jsonl", "a") as f:
@@ -265,4 +309,6 @@ def fit(
         model.load_state_dict(best_state, strict=False)
     else:
         hist.best_epoch = cfg.epochs
+        if ema is not None:  # the last epoch's average, as it was evaluated
+            model.load_state_dict(ema.shadow, strict=False)
     return hist
