@@ -78,3 +78,17 @@ def test_eval_of_a_run_matches_its_record(promptpar_run, tmp_path):
 def test_predict_needs_exactly_one_source(tmp_path):
     r = CliRunner().invoke(app, ["predict", str(tmp_path)])
     assert r.exit_code != 0
+
+
+def test_a_lora_run_is_evaluated_from_its_own_checkpoint(tmp_path):
+    """peft's LoRA on nn.MultiheadAttention merges and unmerges its update into the frozen weight on every
+    forward (float rounding moves it); the frozen-weights digest is taken as built, so the run's own checkpoint
+    restores and predicts what the run predicted."""
+    from parbench.engine.restore import evaluate_checkpoint
+
+    rec = run(RunSpec(dataset="synthetic", method="lora", backbone="parbench-tiny", seed=1,
+                      overrides={"epochs": 1, "limit": 24, "batch_size": 8, "bootstrap": 0}, out=str(tmp_path), quiet=True))  # fmt: skip
+    res = evaluate_checkpoint(rec["run_dir"], quiet=True)
+    saved = np.load(f"{rec['run_dir']}/predictions.npz")["probs"]
+    assert res["metrics"]["promptpar"]["ma"] == pytest.approx(rec["metrics"]["promptpar"]["ma"], abs=1e-6)
+    assert res["n"] == len(saved)

@@ -32,6 +32,7 @@ class Built:
     preprocess: Preprocess
     compiled: Any = None  # torch.compile(model), made on the first evaluation that asks for it (cfg.compile)
     tower_params: int = 0  # the image tower's parameters as built, before a method adds to it (LoRA injects)
+    frozen_digest: str = ""  # frozen_sha256() as built (see there)
 
     def counts(self) -> dict[str, int]:
         """Parameters of what the method runs (total, trainable) and of the image tower alone."""
@@ -39,11 +40,16 @@ class Built:
         return {"total_params": total, "trainable_params": trainable, "image_tower_params": self.tower_params}
 
     def frozen_sha256(self) -> str:
-        """Digest of every tensor a run does not save (frozen weights, random or loaded): a restored model must
-        match it, so a changed weight file or a re-drawn random tower is caught, not silently evaluated."""
-        from parbench.hashing import tensors_sha256
+        """Digest of every tensor a run does not save (frozen weights, random or loaded), as built: a restored
+        model must match it, so a changed weight file or a re-drawn random tower is caught, not silently
+        evaluated. Taken when the model is built, before training: peft's LoRA on nn.MultiheadAttention merges
+        and unmerges its update into the frozen weight on every forward, which moves it by float rounding, so a
+        digest taken after training would refuse every LoRA run's own checkpoint."""
+        if not self.frozen_digest:
+            from parbench.hashing import tensors_sha256
 
-        return tensors_sha256(frozen_state(self.model))
+            self.frozen_digest = tensors_sha256(frozen_state(self.model))
+        return self.frozen_digest
 
 
 def build_checked(method: MethodSpec, backbone: Backbone, card: Card, options: Any) -> nn.Module:
@@ -97,4 +103,6 @@ def build_model(
         target = model if hasattr(model, "set_grad_checkpointing") else bb.model
         target.set_grad_checkpointing(True)
     pre = resolve_preprocess(bb.preprocess, cfg, getattr(model, "preprocess_defaults", None))
-    return Built(method, card, cfg, options, bb, model, pre, tower_params=tower)
+    built = Built(method, card, cfg, options, bb, model, pre, tower_params=tower)
+    built.frozen_sha256()  # as built, before anything trains
+    return built
