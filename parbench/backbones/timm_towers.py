@@ -108,6 +108,30 @@ def _load_report():
         logger.setLevel(level)
 
 
+def _cached_weights(name: str, arch: str, in_name: str | None, pretrained: str) -> tuple[Path, str]:
+    """The weights file of a timm tag in the local Hugging Face cache, found without asking the network (a
+    machine without it would otherwise wait on retries); then loaded as any weights file is."""
+    known = tags(name)
+    tag = (in_name or "") if pretrained == "default" else pretrained
+    if tag and tag not in known:
+        raise ParbenchError(f"backbone {name}", f"pretrained = a timm tag ({', '.join(known[:8]) or 'none known'}"
+                            f"{', ...' if len(known) > 8 else ''}), 'default', a weights file, or 'none'",
+                            f"'{pretrained}'")  # fmt: skip
+    import timm
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(f"{arch}.{tag}" if tag else arch)
+    hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        found = try_to_load_from_cache(hub, filename) if hub else None
+        if isinstance(found, str):
+            return Path(found), f"{arch}.{tag}" if tag else arch
+    cache = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+    raise ParbenchError(f"backbone {name} pretrained '{pretrained}'",
+                        f"the weights in timm's local cache ({cache}, {hub or 'no Hugging Face id'}); or pass "
+                        "--pretrained /path/to/weights.pth (or .safetensors)", "not cached")  # fmt: skip
+
+
 def read_state_dict(path: Path) -> dict:
     """A state dict of tensors from a weights file: safetensors, or torch's weights-only loader (nothing in the
     file can run code); common wrappers (`state_dict`, `model`, `module.` prefixes) unwrapped."""
@@ -164,38 +188,21 @@ def create_timm_backbone(
             model = timm.create_model(variant, num_classes=0)
     elif pretrained == "none":
         model = _create(variant, seed)
-    elif Path(pretrained).is_file():
-        sd = read_state_dict(Path(pretrained))
+    else:
+        if Path(pretrained).is_file():
+            path = Path(pretrained)
+        else:  # a tag: its weights and its preprocessing
+            path, variant = _cached_weights(name, arch, in_name, pretrained)
+        sd = read_state_dict(path)
         with _load_report() as problems:
             try:
                 model = _create(variant, seed, pretrained=True, pretrained_cfg_overlay={"state_dict": sd})
             except (RuntimeError, KeyError, ValueError) as e:  # shapes that no filter can reconcile
-                raise ParbenchError(pretrained, f"weights for timm {arch}", str(e).splitlines()[0][:240]) from None
+                raise ParbenchError(path, f"weights for timm {arch}", str(e).splitlines()[0][:240]) from None
         if problems:
-            raise ParbenchError(
-                pretrained, f"weights for timm {arch} (every key used, none missing)", problems[0][:240]
-            )
-        digest = file_sha256(pretrained)
-    else:
-        known = tags(name)
-        tag = (in_name or "") if pretrained == "default" else pretrained
-        if tag and tag not in known:
-            raise ParbenchError(
-                f"backbone {name}",
-                f"pretrained = a timm tag ({', '.join(known[:8]) or 'none known'}"
-                f"{', ...' if len(known) > 8 else ''}), 'default', a weights file, or 'none'",
-                f"'{pretrained}'",
-            )
-        try:
-            model = _create(f"{arch}.{tag}" if tag else arch, seed, pretrained=True)
-        except Exception as e:  # not in the local cache and no network: say where it looked
-            cache = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-            raise ParbenchError(
-                f"backbone {name} pretrained '{pretrained}'",
-                f"weights in timm's local cache ({cache}) or reachable for download; or pass "
-                "--pretrained /path/to/weights.pth (or .safetensors)",
-                f"{type(e).__name__}: {str(e)[:200]}",
-            ) from None
+            raise ParbenchError(path, f"weights for timm {arch} (every key used, none missing)", problems[0][:240])
+        if Path(pretrained).is_file():
+            digest = file_sha256(pretrained)
     if not meta:
         model = model.to(device)
     return Backbone(
