@@ -188,7 +188,7 @@ class VTB(nn.Module):
         x = vit.norm_pre(vit.patch_drop(vit._pos_embed(vit.patch_embed(images))))  # (B, 1 + N, D)
         for blk in vit.blocks[:-1]:
             x = blk(x)
-        text = self.word_embed(self.text).unsqueeze(0).expand(len(images), -1, -1)  # (B, K, D)
+        text = self.word_embed(self.text).unsqueeze(0).expand(images.shape[0], -1, -1)  # (B, K, D)
         x = torch.cat([text + self.tex_embed, x + self.vis_embed], dim=1)  # (B, K + 1 + N, D)
         x = vit.norm(vit.blocks[-1](x))
         w = torch.cat([layer.weight for layer in self.weight_layer])  # (K, D)

@@ -83,6 +83,44 @@ def predict_images(
     }
 
 
+def predict_exported(model: str | Path, images: list[str | Path], protocol: str = "promptpar",
+                     threshold: float | None = None, batch_size: int = 64, progress=None) -> dict:  # fmt: skip
+    """`predict_images` for an exported file (`parbench export`): the preprocessing and thresholds come from its
+    metadata, the images go through the same loading and transform as a run's evaluation, the file computes the
+    probabilities (onnxruntime on CPU, or TorchScript)."""
+    import torch
+
+    from parbench.backbones import Preprocess
+    from parbench.data.dataset import PARDataset
+    from parbench.data.torchdata import ImageSplit
+    from parbench.data.transforms import build_transform
+    from parbench.export import load_exported, read_metadata
+
+    meta = read_metadata(model)
+    if protocol not in meta["thresholds"]:
+        raise ParbenchError("--protocol", f"one of {', '.join(meta['thresholds'])}", repr(protocol))
+    if threshold is not None and not (0.0 <= threshold <= 1.0):
+        raise ParbenchError("--threshold", "a probability in [0, 1]", repr(threshold))
+    pre = meta["preprocess"]
+    pre = Preprocess(**{**pre, "size": tuple(pre["size"]), "mean": tuple(pre["mean"]), "std": tuple(pre["std"])})
+    files = [f.resolve() for f in collect_images(images)]
+    k = len(meta["attributes"])
+    ds = PARDataset(name="predict", attributes=meta["attributes"], labels=np.zeros((len(files), k), np.uint8),
+                    relpaths=[str(f.relative_to(f.anchor)) for f in files], root=Path(files[0].anchor),
+                    partitions={"predict": np.arange(len(files))})  # fmt: skip
+    split = ImageSplit(ds, ds.partition("predict"), build_transform(pre, False))
+    loader = torch.utils.data.DataLoader(split, batch_size=batch_size, shuffle=False)
+    task = progress.add_task("predicting", total=len(files)) if progress else None
+    out, run = [], load_exported(model)
+    for x, _, _ in loader:
+        out.append(run(x.numpy()))
+        if progress:
+            progress.advance(task, len(x))
+    thr = meta["thresholds"][protocol] if threshold is None else threshold
+    return {"attributes": meta["attributes"], "threshold": float(thr), "method": meta["run"]["method"],
+            "dataset": meta["run"]["dataset"], "images": [str(f) for f in files], "probs": np.concatenate(out)}  # fmt: skip
+
+
 def format_predictions(res: dict, fmt: str) -> str:
     """CSV: one row per image, `<attr>` probability and `<attr>_pred` 0/1 columns. JSON: one object per image."""
     attrs, thr, probs = res["attributes"], res["threshold"], res["probs"]

@@ -209,6 +209,9 @@ def predict_cmd(
     checkpoint: Annotated[
         Path | None, typer.Option(help="A checkpoint file (parbench or PromptPAR reference).")
     ] = None,
+    model: Annotated[
+        Path | None, typer.Option("--model", help="A model written by `parbench export` (.onnx or TorchScript).")
+    ] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset whose attributes a reference checkpoint has.")] = None,
     backbone: Annotated[str | None, typer.Option(help="open_clip model name (default: the run's).")] = None,
     pretrained: Annotated[str | None, typer.Option(help="Backbone weights (default: the run's).")] = None,
@@ -222,26 +225,30 @@ def predict_cmd(
 ) -> None:
     """Per image: every attribute's probability and decision, with the run's preprocessing."""
     from parbench.atomic import write_text
-    from parbench.predict import format_predictions, predict_images
+    from parbench.predict import format_predictions, predict_exported, predict_images
     from parbench.progress import progress_bar
 
-    if (run_dir is None) == (checkpoint is None):
-        raise ParbenchError(
-            "predict", "exactly one of --run RUN or --checkpoint FILE", "both" if run_dir else "neither"
-        )
+    given = [x for x in (run_dir, checkpoint, model) if x is not None]
+    if len(given) != 1:
+        raise ParbenchError("predict", "exactly one of --run RUN, --checkpoint FILE or --model FILE",
+                            "neither" if not given else f"{len(given)} of them")  # fmt: skip
     progress = progress_bar(False)
     with progress:
-        res = predict_images(
-            run_dir or checkpoint,
-            images,
-            protocol,
-            threshold,
-            dataset,
-            None,
-            backbone,
-            pretrained,
-            overrides(None, set_),
-            progress=progress,
+        res = (
+            predict_exported(model, images, protocol, threshold, progress=progress)
+            if model
+            else predict_images(
+                run_dir or checkpoint,
+                images,
+                protocol,
+                threshold,
+                dataset,
+                None,
+                backbone,
+                pretrained,
+                overrides(None, set_),
+                progress=progress,
+            )
         )
     text = format_predictions(res, fmt)
     if output:
@@ -249,6 +256,30 @@ def predict_cmd(
         err.print(f"{len(res['images'])} images -> {output}")
     else:
         sys.stdout.write(text)
+
+
+@app.command("export")
+def export_cmd(
+    checkpoint: Annotated[Path, typer.Argument(help="A run folder / trainable.pt, or a reference checkpoint.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The file to write (model.onnx, model.pt).")],
+    fmt: Annotated[str, typer.Option("--format", help="onnx or torchscript.")] = "onnx",
+    dataset: Annotated[str | None, typer.Option(help="Dataset (required for a reference checkpoint).")] = None,
+    method: Annotated[str | None, typer.Option(help="Method (default: the run's).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="Backbone (default: the run's).")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="Backbone weights (default: the run's).")] = None,
+    set_: Sets = None,
+    as_json: JsonOut = False,
+) -> None:
+    """Write a self-contained inference model: normalised images (N x 3 x H x W) in, probabilities out, with the
+    attributes, thresholds, preprocessing and run identity in its metadata; checked against the eager model."""
+    from parbench.export import export_run
+
+    res = export_run(checkpoint, fmt, output, dataset, method, backbone, pretrained, overrides(None, set_))
+    if as_json:
+        return print_json(res)
+    h, w = res["size"]
+    out.print(f"{res['method']} on {res['dataset']} -> {res['path']} ({res['format']}, input N x 3 x {h} x {w}; "
+              f"largest difference to the eager model {res['max_abs_diff']:.1e})", highlight=False)  # fmt: skip
 
 
 @app.command("score")

@@ -43,7 +43,7 @@ class AttributeQueries(nn.Module):
     def forward(self, images: torch.Tensor) -> dict:
         with torch.no_grad():
             tokens = image_tokens(self.visual, images).float()  # (B, N, W)
-        q = self.queries.unsqueeze(0).expand(len(images), -1, -1)  # (B, K, W)
+        q = self.queries.unsqueeze(0).expand(images.shape[0], -1, -1)  # (B, K, W)
         attended, _ = self.attn(q, tokens, tokens, need_weights=False)  # (B, K, W)
         z = self.norm(attended + q)
         return {"logits": (z * self.score_w).sum(-1) + self.score_b}  # (B, K)
