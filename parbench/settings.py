@@ -47,6 +47,16 @@ def _config() -> dict:
         raise ParbenchError(path, "a valid TOML config", str(e)) from None
 
 
+def wandb_mode() -> str:
+    """W&B logs offline unless the user configured it: WANDB_MODE set, or an API key in the environment or in
+    ~/.netrc (what `wandb login` writes)."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    netrc = Path.home() / ".netrc"
+    configured = bool(os.environ.get("WANDB_API_KEY")) or (netrc.is_file() and "api.wandb.ai" in netrc.read_text())
+    return "online" if configured else "offline"
+
+
 def card_dirs() -> tuple[Path, ...]:
     """User folders of dataset cards: PARBENCH_CARDS, then the config's [cards] dirs."""
     dirs = [Path(d).expanduser() for d in os.environ.get("PARBENCH_CARDS", "").split(os.pathsep) if d]

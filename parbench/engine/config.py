@@ -56,6 +56,7 @@ class TrainConfig:
     max_steps: int = 0  # stop each epoch after this many steps (smoke runs; the record is marked smoke)
     limit: int = 0  # use at most this many images per split (smoke runs; the record is marked smoke)
     bootstrap: int = 1000  # bootstrap resamples for the 95% intervals (0 = off)
+    logger: str = "none"  # also log epochs to "tensorboard" or "wandb" (offline unless configured); log.jsonl stays
 
     @property
     def smoke(self) -> bool:
@@ -73,6 +74,7 @@ class TrainConfig:
         "select_protocol": ("promptpar", "rethinking"),
         "train_split": ("auto", "train", "trainval"),
         "device": ("auto", "cpu", "cuda"),
+        "logger": ("none", "tensorboard", "wandb"),
     }
     RANGES: ClassVar[dict] = {  # (low, high), inclusive; None = open
         "epochs": (0, None), "batch_size": (1, None), "eval_batch_size": (1, None), "lr": (0.0, None),
@@ -97,9 +99,17 @@ LATER_DEFAULTS: dict[str, Any] = {
 }
 
 
+# Settings that cannot change a run's numbers and so are no part of its identity: where its epochs are also logged.
+NOT_IDENTITY = {"logger"}
+
+
 def identity_settings(cfg: TrainConfig) -> dict[str, Any]:
-    """The settings as a run's identity holds them (see LATER_DEFAULTS)."""
-    return {k: v for k, v in asdict(cfg).items() if not (k in LATER_DEFAULTS and LATER_DEFAULTS[k] == v)}
+    """The settings as a run's identity holds them (see LATER_DEFAULTS and NOT_IDENTITY)."""
+    return {
+        k: v
+        for k, v in asdict(cfg).items()
+        if k not in NOT_IDENTITY and not (k in LATER_DEFAULTS and LATER_DEFAULTS[k] == v)
+    }
 
 
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:

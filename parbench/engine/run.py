@@ -199,6 +199,44 @@ def _finished(plan: Plan, store) -> dict:
 def _train(
     plan: Plan, built: Built, ds: PARDataset, train_idx, select_idx, selected_on: str, device, resume: bool, progress
 ) -> History:
+    """fit, with the run's logger (TensorBoard, W&B) following its epochs where one is asked for."""
+    from parbench.engine.loggers import open_logger
+
+    logger = (
+        open_logger(plan.cfg.logger, plan.run_dir, plan.key, plan.run_dir.name, _resolved(plan))
+        if dist.is_main()
+        else None
+    )
+    try:
+        return _fit(
+            plan,
+            built,
+            ds,
+            train_idx,
+            select_idx,
+            selected_on,
+            device,
+            resume,
+            progress,
+            logger.log if logger else None,
+        )
+    finally:
+        if logger is not None:
+            logger.close()
+
+
+def _fit(
+    plan: Plan,
+    built: Built,
+    ds: PARDataset,
+    train_idx,
+    select_idx,
+    selected_on: str,
+    device,
+    resume: bool,
+    progress,
+    on_epoch,
+) -> History:
     cfg, seed = plan.cfg, plan.spec.seed
     pos_ratio = (ds.labels[train_idx] == 1).mean(0).astype(np.float32)
     if built.method.uses_features:  # encode once (cached on disk), train the head on tensors
@@ -223,6 +261,7 @@ def _train(
             resume,
             progress,
             method_where(built.method),
+            on_epoch,
         )
     train_set = ImageSplit(
         ds, train_idx, build_transform(built.preprocess, True, cfg.pad, cfg.flip), cfg.cache_images, aug_seed=seed
@@ -243,6 +282,7 @@ def _train(
         resume,
         progress,
         method_where(built.method),
+        on_epoch,
     )
 
 

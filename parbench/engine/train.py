@@ -233,6 +233,7 @@ def fit(
     resume: bool = False,
     progress=None,
     where: str = "model",
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> History:
     model.to(device)
     trained = dist.wrap(model, device)  # DDP under torchrun; evaluation uses the bare model on every rank
@@ -305,6 +306,8 @@ def fit(
             save_torch(ck, ckpt_path)
             with open(run_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(row) + "\n")
+        if on_epoch is not None:  # a dashboard mirrors the logged epoch
+            on_epoch(row)
     if best_state is not None:
         model.load_state_dict(best_state, strict=False)
     else:
