@@ -71,7 +71,14 @@ def _tiny_sentence_encoder(folder: Path) -> Path:
     from sentence_transformers.models import Pooling, Transformer
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *["a", "pedestrian", "wearing", "hat", "with", "long", "hair", "female"]]
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        *["a", "pedestrian", "wearing", "hat", "with", "long", "hair", "female"],
+    ]
     (folder / "bert").mkdir(parents=True)
     (folder / "bert" / "vocab.txt").write_text("\n".join(words) + "\n")
     torch.manual_seed(0)
