@@ -23,8 +23,13 @@ def _demo_spec(method: str, out: Path) -> RunSpec:
     from parbench.demo import suites_dir
 
     spec = next(s for s in load_suite(suites_dir() / "demo.toml").specs if s.method == method and s.seed == 0)
-    return RunSpec(dataset="synthetic", method=method, backbone=spec.backbone, pretrained="none",
-                   overrides={**spec.overrides, **FAST, "cache_images": False}, out=str(out), quiet=True)  # fmt: skip
+    over = {**spec.overrides, **FAST, "cache_images": False}
+    if method == "vtb":  # phrase vectors from a file: the demo's tiny-CLIP encoder would pretrain it here (a minute)
+        vectors = out.parent / "phrases.npy"
+        np.save(vectors, np.random.default_rng(0).standard_normal((12, 64)).astype(np.float32))
+        over["text_vectors"] = str(vectors)
+    return RunSpec(dataset="synthetic", method=method, backbone=spec.backbone, pretrained="none", overrides=over,
+                   out=str(out), quiet=True)  # fmt: skip
 
 
 DEMO_METHODS = ["linear-probe", "finetune", "zeroshot", "promptpar", "lora", "vpt-deep", "strong-baseline", "vtb"]

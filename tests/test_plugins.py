@@ -82,6 +82,7 @@ def test_a_built_in_run_keeps_its_identity():
     assert "method_origin" not in ident
 
 
+@pytest.mark.slow
 def test_a_module_method_and_its_info(tmp_path):
     pkg = tmp_path / "mypkg"
     pkg.mkdir()

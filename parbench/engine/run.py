@@ -202,22 +202,30 @@ def _train(
     """fit, with the run's logger (TensorBoard, W&B) following its epochs where one is asked for."""
     from parbench.engine.loggers import open_logger
 
+    cfg = plan.cfg
+    pos_ratio = (ds.labels[train_idx] == 1).mean(0).astype(np.float32)
+    model, train_set, select_set = _training_inputs(
+        built, ds, train_idx, select_idx, cfg, plan.spec.seed, device, progress
+    )
     logger = (
         open_logger(plan.cfg.logger, plan.run_dir, plan.key, plan.run_dir.name, _resolved(plan))
         if dist.is_main()
         else None
     )
     try:
-        return _fit(
-            plan,
-            built,
-            ds,
-            train_idx,
-            select_idx,
-            selected_on,
+        return fit(
+            model,
+            train_set,
+            select_set,
+            pos_ratio,
+            cfg,
+            plan.spec.seed,
             device,
+            selected_on,
+            plan.run_dir,
             resume,
             progress,
+            method_where(built.method),
             logger.log if logger else None,
         )
     finally:
@@ -225,21 +233,10 @@ def _train(
             logger.close()
 
 
-def _fit(
-    plan: Plan,
-    built: Built,
-    ds: PARDataset,
-    train_idx,
-    select_idx,
-    selected_on: str,
-    device,
-    resume: bool,
-    progress,
-    on_epoch,
-) -> History:
-    cfg, seed = plan.cfg, plan.spec.seed
-    pos_ratio = (ds.labels[train_idx] == 1).mean(0).astype(np.float32)
-    if built.method.uses_features:  # encode once (cached on disk), train the head on tensors
+def _training_inputs(built: Built, ds: PARDataset, train_idx, select_idx, cfg, seed: int, device, progress):
+    """(model, train set, selection set or None): a feature method trains its head on cached features (encoded
+    once, on disk), any other method its model on images."""
+    if built.method.uses_features:
         t_eval = build_transform(built.preprocess, False)
         feats = {
             name: cached_features(
@@ -248,42 +245,14 @@ def _fit(
             for name, idx in (("train", train_idx), ("select", select_idx))
             if idx is not None
         }
-        return fit(
-            FeatureHead(built.model),
-            feats["train"],
-            feats.get("select"),
-            pos_ratio,
-            cfg,
-            seed,
-            device,
-            selected_on,
-            plan.run_dir,
-            resume,
-            progress,
-            method_where(built.method),
-            on_epoch,
-        )
+        return FeatureHead(built.model), feats["train"], feats.get("select")
     train_set = ImageSplit(
         ds, train_idx, build_transform(built.preprocess, True, cfg.pad, cfg.flip), cfg.cache_images, aug_seed=seed
     )
     select_set = None
     if select_idx is not None:
         select_set = ImageSplit(ds, select_idx, build_transform(built.preprocess, False), cfg.cache_images)
-    return fit(
-        built.model,
-        train_set,
-        select_set,
-        pos_ratio,
-        cfg,
-        seed,
-        device,
-        selected_on,
-        plan.run_dir,
-        resume,
-        progress,
-        method_where(built.method),
-        on_epoch,
-    )
+    return built.model, train_set, select_set
 
 
 def _fitted_thresholds(
