@@ -56,6 +56,7 @@ class TrainConfig:
     max_steps: int = 0  # stop each epoch after this many steps (smoke runs; the record is marked smoke)
     limit: int = 0  # use at most this many images per split (smoke runs; the record is marked smoke)
     bootstrap: int = 1000  # bootstrap resamples for the 95% intervals (0 = off)
+    track_test: bool = False  # also score test after every epoch (never to select): the published protocol
     logger: str = "none"  # also log epochs to "tensorboard" or "wandb" (offline unless configured); log.jsonl stays
 
     @property
@@ -96,6 +97,7 @@ LATER_DEFAULTS: dict[str, Any] = {
     "drop_last": False,
     "ema": False,
     "ema_decay": 0.9998,
+    "track_test": False,
 }
 
 

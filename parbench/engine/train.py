@@ -29,7 +29,7 @@ from parbench.engine.params import param_groups, trainable_state
 from parbench.engine.schedule import lr_at
 from parbench.errors import Diverged, ParbenchError
 from parbench.methods import check_output
-from parbench.metrics import pedestrian_metrics
+from parbench.metrics import PROTOCOLS, pedestrian_metrics
 from parbench.torchfile import load_weights_only
 
 
@@ -178,6 +178,23 @@ def predict(
     return dist.gather_shards(probs, n), dist.gather_shards(labels, n)
 
 
+def published_protocol(epochs: list[dict]) -> dict | None:
+    """What the references' train.py prints and papers report: per protocol and metric, the maximum over the
+    epochs of the test score (`max_ma`, `max_acc`, `max_f1`, ... each possibly from another epoch), with the
+    epoch of each; None without per-epoch test scores (`track_test`)."""
+    rows = [e for e in epochs if "test" in e]
+    if not rows:
+        return None
+    out: dict = {}
+    for proto in rows[0]["test"]:
+        out[proto] = {}
+        for metric in rows[0]["test"][proto]:
+            best = max(rows, key=lambda e: e["test"][proto][metric])  # the first epoch among equals
+            out[proto][metric] = best["test"][proto][metric]
+            out[proto][f"{metric}_epoch"] = best["epoch"]
+    return out
+
+
 @dataclass
 class History:
     epochs: list[dict] = field(default_factory=list)
@@ -234,6 +251,7 @@ def fit(
     progress=None,
     where: str = "model",
     on_epoch: Callable[[dict], None] | None = None,
+    test_set=None,
 ) -> History:
     model.to(device)
     trained = dist.wrap(model, device)  # DDP under torchrun; evaluation uses the bare model on every rank
@@ -289,6 +307,12 @@ def fit(
                 plateau_loss = sel.get("loss", plateau_loss)
                 if m.ma > hist.best_score:  # strict: ties keep the earlier epoch
                     hist.best_score, hist.best_epoch, best_state = m.ma, epoch, trainable_state(model)
+        if test_set is not None:  # the published protocol: test after every epoch, read, never used to select
+            tl = epoch_loader(test_set, cfg.eval_batch_size, seed, 0, cfg.num_workers, shuffle=False)
+            with ema.applied(model) if ema is not None else contextlib.nullcontext():
+                probs, labels = predict(model, tl, device, cfg, where=where)
+            row["test"] = {p: pedestrian_metrics(labels, probs, p, unspecified=cfg.unspecified).headline()
+                           for p in PROTOCOLS}  # fmt: skip
         if plateau is not None:
             plateau.step(plateau_loss)
         hist.epochs.append(row)

@@ -76,6 +76,28 @@ def _points(rows: list[dict], x: str) -> list[dict]:
     ]
 
 
+def _published_protocol(per_dataset: dict[str, list[dict]], protocol: str) -> list[dict]:
+    """Per configuration whose runs tracked test (`track_test`): the honest (selected) numbers beside the
+    references' reading of the same runs (max over epochs on test, per metric), and the difference over seeds."""
+    import numpy as np
+
+    out = []
+    for ds, rows in per_dataset.items():
+        for r in rows:
+            runs = [x for x in r["runs"] if (x.get("published_protocol") or {}).get(protocol)]
+            if not runs:
+                continue
+            entry = {"dataset": ds, "label": r["label"], "seeds": len(runs), "metrics": {}}
+            for m in ("ma", "acc", "f1"):
+                honest = np.array([x["metrics"][protocol][m] for x in runs])
+                pub = np.array([x["published_protocol"][protocol][m] for x in runs])
+                d = pub - honest
+                entry["metrics"][m] = {"honest": float(honest.mean()), "published": float(pub.mean()),
+                                       "diff": float(d.mean()), "diff_std": float(d.std(ddof=1)) if len(d) > 1 else 0.0}  # fmt: skip
+            out.append(entry)
+    return out
+
+
 def _protocol_view(store: Store, records: list[dict], protocol: str) -> dict:
     per_dataset = configuration_rows(records, protocol)
     datasets = []
@@ -99,6 +121,7 @@ def _protocol_view(store: Store, records: list[dict], protocol: str) -> dict:
         "per_dataset": per_dataset,
         "main": main_table(per_dataset, protocol),
         "zs": _zs_drops(per_dataset),
+        "published_protocol": _published_protocol(per_dataset, protocol),
     }
 
 
