@@ -47,8 +47,11 @@ class StrongBaseline(nn.Module):
         self.bn = nn.BatchNorm1d(num_attributes) if options.logit_bn else nn.Identity()
         self.num_attributes = num_attributes
         # their transform, whatever the weights' own preprocessing says
-        self.preprocess_defaults = {"size": (options.height, options.width), "normalization": "imagenet",
-                                    "interpolation": "bilinear"}  # fmt: skip
+        self.preprocess_defaults = {
+            "size": (options.height, options.width),
+            "normalization": "imagenet",
+            "interpolation": "bilinear",
+        }
 
     def forward(self, images: torch.Tensor) -> dict:
         return {"logits": self.bn(self.head(self.visual(images).float()))}  # (B, D) -> (B, K)
@@ -57,10 +60,14 @@ class StrongBaseline(nn.Module):
         """Their two groups (LR_FT for the tower, LR_NEW for the head, equal in every config)."""
         head = [*self.head.parameters(), *self.bn.parameters()]
         return [
-            {"name": "backbone", "params": list(self.visual.parameters()), "lr": cfg.lr,
-             "weight_decay": cfg.weight_decay},
+            {
+                "name": "backbone",
+                "params": list(self.visual.parameters()),
+                "lr": cfg.lr,
+                "weight_decay": cfg.weight_decay,
+            },
             {"name": "head", "params": head, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        ]  # fmt: skip
+        ]
 
 
 def build(backbone, card, options: StrongBaselineOptions | None = None) -> StrongBaseline:
@@ -89,7 +96,7 @@ SPEC = MethodSpec(
         "flip": True,
         "ema_decay": 0.9998,
         "select_protocol": "rethinking",  # their mA at threshold 0.5 picks the epoch
-    },  # fmt: skip
+    },
     options=StrongBaselineOptions,
     variants={"reference": {"train_split": "trainval", "select_on": "test"}},
     dataset_recipes={"PA100k": {"ema": True}},  # configs/pedes_baseline/pa100k.yaml: EMA.ENABLE True; others off

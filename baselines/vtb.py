@@ -90,13 +90,17 @@ def encode_phrases(phrases: list[str], encoder: str) -> np.ndarray:
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError as e:
-        raise ParbenchError("method vtb", "sentence-transformers (pip install 'parbench[vtb]'), or --set "
-                            "text_vectors=FILE.npy", str(e)) from None  # fmt: skip
+        raise ParbenchError(
+            "method vtb", "sentence-transformers (pip install 'parbench[vtb]'), or --set text_vectors=FILE.npy", str(e)
+        ) from None
     try:
         model = SentenceTransformer(encoder, device="cpu")
     except Exception as e:  # not in the local cache and no network, or not a model folder
-        raise ParbenchError(f"vtb text encoder '{encoder}'", "a sentence-transformers model in the local cache or "
-                            "a model folder; or --set text_vectors=FILE.npy", f"{type(e).__name__}: {str(e)[:160]}") from None  # fmt: skip
+        raise ParbenchError(
+            f"vtb text encoder '{encoder}'",
+            "a sentence-transformers model in the local cache or a model folder; or --set text_vectors=FILE.npy",
+            f"{type(e).__name__}: {str(e)[:160]}",
+        ) from None
     return np.asarray(model.encode(phrases, convert_to_numpy=True), dtype=np.float32)
 
 
@@ -145,8 +149,9 @@ def adapt_vit(vit: nn.Module, size: tuple[int, int], drop_path: float, name: str
     from timm.layers import DropPath
 
     if not all(hasattr(vit, a) for a in ("patch_embed", "pos_embed", "blocks", "norm", "set_input_size")):
-        raise ParbenchError(f"vtb on {name}", "a timm VisionTransformer (e.g. timm:vit_base_patch16_224)",
-                            type(vit).__name__)  # fmt: skip
+        raise ParbenchError(
+            f"vtb on {name}", "a timm VisionTransformer (e.g. timm:vit_base_patch16_224)", type(vit).__name__
+        )
     patch = vit.patch_embed.patch_size
     grid = (size[0] // patch[0], size[1] // patch[1])
     pos = resize_pos_embed(vit.pos_embed.detach(), grid)
@@ -170,8 +175,11 @@ class VTB(nn.Module):
         on_meta = torch.empty(0).device.type == "meta"  # counting: no encoder is loaded
         vec = torch.zeros(k, options.text_dim) if on_meta else torch.from_numpy(text_vectors(card, options))
         if vec.shape[1] != options.text_dim:
-            raise ParbenchError(f"vtb text vectors ({options.text_encoder})", f"width text_dim={options.text_dim}",
-                                f"{vec.shape[1]} (--set text_dim={vec.shape[1]})")  # fmt: skip
+            raise ParbenchError(
+                f"vtb text vectors ({options.text_encoder})",
+                f"width text_dim={options.text_dim}",
+                f"{vec.shape[1]} (--set text_dim={vec.shape[1]})",
+            )
         self.register_buffer("text", vec)  # (K, D_text), frozen
         self.word_embed = nn.Linear(options.text_dim, dim)
         self.tex_embed = nn.Parameter(torch.zeros(1, 1, dim))

@@ -58,8 +58,13 @@ def metadata(restored, size_key: str = "") -> dict[str, str]:
     from parbench.metrics import PROTOCOLS
 
     built = restored.built
-    run = {"method": built.method.name, "dataset": built.card.name, "backbone": built.backbone.name,
-           "source": restored.source, "key": (restored.run or {}).get("key", size_key)}  # fmt: skip
+    run = {
+        "method": built.method.name,
+        "dataset": built.card.name,
+        "backbone": built.backbone.name,
+        "source": restored.source,
+        "key": (restored.run or {}).get("key", size_key),
+    }
     return {
         "parbench_attributes": json.dumps(list(built.card.attribute_names)),
         "parbench_thresholds": json.dumps({name: p.threshold for name, p in PROTOCOLS.items()}),
@@ -72,8 +77,16 @@ def _onnx(module, example, tmp: str, meta: dict[str, str]) -> None:
     import onnx
     import torch
 
-    torch.onnx.export(module, (example,), tmp, dynamo=False, opset_version=17, input_names=["images"],
-                      output_names=["probs"], dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}})  # fmt: skip
+    torch.onnx.export(
+        module,
+        (example,),
+        tmp,
+        dynamo=False,
+        opset_version=17,
+        input_names=["images"],
+        output_names=["probs"],
+        dynamic_axes={"images": {0: "batch"}, "probs": {0: "batch"}},
+    )
     proto = onnx.load(tmp)
     for k, v in meta.items():
         entry = proto.metadata_props.add()
@@ -138,9 +151,16 @@ def read_metadata(path: str | Path) -> dict:
     return {k.removeprefix("parbench_"): json.loads(raw[k]) for k in META_KEYS}
 
 
-def export_run(checkpoint: str | Path, fmt: str, output: str | Path, dataset: str | None = None,
-               method: str | None = None, backbone: str | None = None, pretrained: str | None = None,
-               overrides: dict | None = None) -> dict:  # fmt: skip
+def export_run(
+    checkpoint: str | Path,
+    fmt: str,
+    output: str | Path,
+    dataset: str | None = None,
+    method: str | None = None,
+    backbone: str | None = None,
+    pretrained: str | None = None,
+    overrides: dict | None = None,
+) -> dict:
     """Export a run's model (see the module docstring); returns what was written and the parity measured."""
     import numpy as np
     import torch
@@ -175,8 +195,9 @@ def export_run(checkpoint: str | Path, fmt: str, output: str | Path, dataset: st
     except ParbenchError:
         raise
     except Exception as e:  # an operator the format lacks, a trace that fails: nothing is written
-        raise ParbenchError(f"method {name}", f"a model that {fmt} can export",
-                            f"{type(e).__name__}: {str(e).splitlines()[0][:200]}") from None  # fmt: skip
+        raise ParbenchError(
+            f"method {name}", f"a model that {fmt} can export", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        ) from None
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     if fmt == "torchscript":
@@ -192,11 +213,25 @@ def export_run(checkpoint: str | Path, fmt: str, output: str | Path, dataset: st
         diff = max(float(np.abs(run(x.numpy()) - e).max()) for x, e in ((example, eager), (other, eager_other)))
     except Exception as e:  # the file does not run (a shape fixed at export time)
         output.unlink(missing_ok=True)
-        raise ParbenchError(f"method {name}", f"a {fmt} export that runs on any batch size",
-                            f"{type(e).__name__}: {str(e).splitlines()[0][:200]} (file removed)") from None  # fmt: skip
+        raise ParbenchError(
+            f"method {name}",
+            f"a {fmt} export that runs on any batch size",
+            f"{type(e).__name__}: {str(e).splitlines()[0][:200]} (file removed)",
+        ) from None
     if not diff <= TOLERANCE:
         output.unlink(missing_ok=True)
-        raise ParbenchError(f"method {name}", f"an export that matches the eager model to {TOLERANCE:g}",
-                            f"a largest probability difference of {diff:.3g} (file removed)")  # fmt: skip
-    return {"path": str(output), "format": fmt, "method": name, "dataset": r.card.name, "size": [h, w],
-            "lora_layers_merged": merged, "max_abs_diff": diff, "metadata": {k: json.loads(v) for k, v in meta.items()}}  # fmt: skip
+        raise ParbenchError(
+            f"method {name}",
+            f"an export that matches the eager model to {TOLERANCE:g}",
+            f"a largest probability difference of {diff:.3g} (file removed)",
+        )
+    return {
+        "path": str(output),
+        "format": fmt,
+        "method": name,
+        "dataset": r.card.name,
+        "size": [h, w],
+        "lora_layers_merged": merged,
+        "max_abs_diff": diff,
+        "metadata": {k: json.loads(v) for k, v in meta.items()},
+    }

@@ -83,8 +83,14 @@ def predict_images(
     }
 
 
-def predict_exported(model: str | Path, images: list[str | Path], protocol: str = "promptpar",
-                     threshold: float | None = None, batch_size: int = 64, progress=None) -> dict:  # fmt: skip
+def predict_exported(
+    model: str | Path,
+    images: list[str | Path],
+    protocol: str = "promptpar",
+    threshold: float | None = None,
+    batch_size: int = 64,
+    progress=None,
+) -> dict:
     """`predict_images` for an exported file (`parbench export`): the preprocessing and thresholds come from its
     metadata, the images go through the same loading and transform as a run's evaluation, the file computes the
     probabilities (onnxruntime on CPU, or TorchScript)."""
@@ -105,9 +111,14 @@ def predict_exported(model: str | Path, images: list[str | Path], protocol: str 
     pre = Preprocess(**{**pre, "size": tuple(pre["size"]), "mean": tuple(pre["mean"]), "std": tuple(pre["std"])})
     files = [f.resolve() for f in collect_images(images)]
     k = len(meta["attributes"])
-    ds = PARDataset(name="predict", attributes=meta["attributes"], labels=np.zeros((len(files), k), np.uint8),
-                    relpaths=[str(f.relative_to(f.anchor)) for f in files], root=Path(files[0].anchor),
-                    partitions={"predict": np.arange(len(files))})  # fmt: skip
+    ds = PARDataset(
+        name="predict",
+        attributes=meta["attributes"],
+        labels=np.zeros((len(files), k), np.uint8),
+        relpaths=[str(f.relative_to(f.anchor)) for f in files],
+        root=Path(files[0].anchor),
+        partitions={"predict": np.arange(len(files))},
+    )
     split = ImageSplit(ds, ds.partition("predict"), build_transform(pre, False))
     loader = torch.utils.data.DataLoader(split, batch_size=batch_size, shuffle=False)
     task = progress.add_task("predicting", total=len(files)) if progress else None
@@ -117,8 +128,14 @@ def predict_exported(model: str | Path, images: list[str | Path], protocol: str 
         if progress:
             progress.advance(task, len(x))
     thr = meta["thresholds"][protocol] if threshold is None else threshold
-    return {"attributes": meta["attributes"], "threshold": float(thr), "method": meta["run"]["method"],
-            "dataset": meta["run"]["dataset"], "images": [str(f) for f in files], "probs": np.concatenate(out)}  # fmt: skip
+    return {
+        "attributes": meta["attributes"],
+        "threshold": float(thr),
+        "method": meta["run"]["method"],
+        "dataset": meta["run"]["dataset"],
+        "images": [str(f) for f in files],
+        "probs": np.concatenate(out),
+    }
 
 
 def format_predictions(res: dict, fmt: str) -> str:

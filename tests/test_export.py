@@ -28,8 +28,15 @@ def _demo_spec(method: str, out: Path) -> RunSpec:
         vectors = out.parent / "phrases.npy"
         np.save(vectors, np.random.default_rng(0).standard_normal((12, 64)).astype(np.float32))
         over["text_vectors"] = str(vectors)
-    return RunSpec(dataset="synthetic", method=method, backbone=spec.backbone, pretrained="none", overrides=over,
-                   out=str(out), quiet=True)  # fmt: skip
+    return RunSpec(
+        dataset="synthetic",
+        method=method,
+        backbone=spec.backbone,
+        pretrained="none",
+        overrides=over,
+        out=str(out),
+        quiet=True,
+    )
 
 
 DEMO_METHODS = ["linear-probe", "finetune", "zeroshot", "promptpar", "lora", "vpt-deep", "strong-baseline", "vtb"]
@@ -90,8 +97,16 @@ SPEC = plain_method("odd", lambda backbone, card, options: Odd(backbone, card.nu
 
 def test_a_method_that_cannot_export_says_so_and_leaves_no_file(tmp_path):
     (tmp_path / "odd.py").write_text(textwrap.dedent(UNEXPORTABLE))
-    rec = run(RunSpec(dataset="synthetic", method=f"{tmp_path / 'odd.py'}:SPEC", backbone="parbench-tiny",
-                      overrides=FAST, out=str(tmp_path / "runs"), quiet=True))  # fmt: skip
+    rec = run(
+        RunSpec(
+            dataset="synthetic",
+            method=f"{tmp_path / 'odd.py'}:SPEC",
+            backbone="parbench-tiny",
+            overrides=FAST,
+            out=str(tmp_path / "runs"),
+            quiet=True,
+        )
+    )
     with pytest.raises(ParbenchError, match=r"method odd: a model that onnx can export; found .*zeta"):
         export_run(rec["run_dir"], "onnx", tmp_path / "odd.onnx")
     assert not (tmp_path / "odd.onnx").exists() and not list(tmp_path.glob(".odd.onnx*"))

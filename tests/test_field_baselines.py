@@ -82,8 +82,14 @@ def _tiny_sentence_encoder(folder: Path) -> Path:
     (folder / "bert").mkdir(parents=True)
     (folder / "bert" / "vocab.txt").write_text("\n".join(words) + "\n")
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(words), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=64)  # fmt: skip
+    cfg = BertConfig(
+        vocab_size=len(words),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+    )
     BertModel(cfg).save_pretrained(folder / "bert")
     BertTokenizerFast(str(folder / "bert" / "vocab.txt")).save_pretrained(folder / "bert")
     tower = Transformer(str(folder / "bert"))
@@ -138,7 +144,14 @@ def test_recipes_variants_and_dataset_recipes():
     assert (ref.train_split, ref.select_on) == ("trainval", "test")
     v, _ = resolve_config(get_method("vtb"), {}, "PETA")
     assert (v.optimizer, v.lr, v.weight_decay, v.momentum, v.batch_size, v.epochs, v.clip_grad) == (
-        "sgd", 8e-3, 1e-4, 0.9, 128, 20, 0.0)  # fmt: skip
+        "sgd",
+        8e-3,
+        1e-4,
+        0.9,
+        128,
+        20,
+        0.0,
+    )
     assert (v.warmup_epochs, v.warmup_lr_init, v.min_lr) == (5, 0.01, 0.002)  # timm's cosine, as VTB creates it
 
 
@@ -184,8 +197,10 @@ class _Head(nn.Module):
         return {"logits": self.a(x) + self.b(x)}
 
     def param_groups(self, cfg):
-        return [{"params": list(self.a.parameters()), "lr": cfg.lr, "weight_decay": 0.0},
-                {"params": list(self.b.parameters()), "lr": cfg.lr, "weight_decay": 0.0}]  # fmt: skip
+        return [
+            {"params": list(self.a.parameters()), "lr": cfg.lr, "weight_decay": 0.0},
+            {"params": list(self.b.parameters()), "lr": cfg.lr, "weight_decay": 0.0},
+        ]
 
 
 def _tensors(n: int, seed: int = 0):
@@ -202,8 +217,18 @@ def test_one_clip_over_the_model_or_one_per_group(scope):
     w0 = [p.detach().clone() for p in model.parameters()]
     data = _tensors(8)
     pos = np.full(3, 0.5, np.float32)
-    cfg = TrainConfig(epochs=1, batch_size=8, optimizer="sgd", momentum=0.0, weight_decay=0.0, lr=1.0, min_lr=1.0,
-                      clip_grad=0.5, clip_grad_scope=scope, device="cpu")  # fmt: skip
+    cfg = TrainConfig(
+        epochs=1,
+        batch_size=8,
+        optimizer="sgd",
+        momentum=0.0,
+        weight_decay=0.0,
+        lr=1.0,
+        min_lr=1.0,
+        clip_grad=0.5,
+        clip_grad_scope=scope,
+        device="cpu",
+    )
     ref = _Head()
     ref.load_state_dict(model.state_dict())
     x, y, _ = data.tensors
@@ -227,8 +252,18 @@ def test_one_clip_over_the_model_or_one_per_group(scope):
 def test_plateau_follows_torchs_scheduler_on_the_selection_loss():
     torch.manual_seed(0)
     model = _Head()
-    cfg = TrainConfig(epochs=8, batch_size=4, optimizer="adam", lr=20.0, weight_decay=0.0, schedule="plateau",
-                      plateau_factor=0.1, plateau_patience=1, device="cpu", clip_grad=0.0)  # fmt: skip
+    cfg = TrainConfig(
+        epochs=8,
+        batch_size=4,
+        optimizer="adam",
+        lr=20.0,
+        weight_decay=0.0,
+        schedule="plateau",
+        plateau_factor=0.1,
+        plateau_patience=1,
+        device="cpu",
+        clip_grad=0.0,
+    )
     # a large lr makes the selection loss wander: it stops falling for two epochs, and the lr must fall then
     hist = fit(
         model, _tensors(16), _tensors(8, seed=1), np.full(3, 0.5, np.float32), cfg, 0, torch.device("cpu"), "val"
@@ -243,8 +278,16 @@ def test_plateau_follows_torchs_scheduler_on_the_selection_loss():
         sched.step(loss)
     assert lrs == pytest.approx(replay) and min(lrs) < 20.0  # the lr fell where torch's would
     with pytest.raises(ParbenchError, match="warmup_epochs = 0 with schedule = plateau"):
-        fit(_Head(), _tensors(8), None, np.full(3, 0.5, np.float32),
-            TrainConfig(schedule="plateau", warmup_epochs=1, device="cpu"), 0, torch.device("cpu"), "last")  # fmt: skip
+        fit(
+            _Head(),
+            _tensors(8),
+            None,
+            np.full(3, 0.5, np.float32),
+            TrainConfig(schedule="plateau", warmup_epochs=1, device="cpu"),
+            0,
+            torch.device("cpu"),
+            "last",
+        )
 
 
 def test_drop_last_drops_the_smaller_last_batch():
@@ -253,8 +296,15 @@ def test_drop_last_drops_the_smaller_last_batch():
 
 
 def test_strong_baseline_trains_with_ema_and_reference_selection(tmp_path):
-    spec = RunSpec(dataset="synthetic", method="strong-baseline", backbone="timm:test_resnet", pretrained="none",
-                   overrides={**FAST, "ema": True, "ema_decay": 0.5}, out=str(tmp_path / "runs"), quiet=True)  # fmt: skip
+    spec = RunSpec(
+        dataset="synthetic",
+        method="strong-baseline",
+        backbone="timm:test_resnet",
+        pretrained="none",
+        overrides={**FAST, "ema": True, "ema_decay": 0.5},
+        out=str(tmp_path / "runs"),
+        quiet=True,
+    )
     rec = run(spec)
     pre = json.loads(json.dumps(rec["preprocess"]))  # as the record file holds it
     assert pre["size"] == [256, 192] and pre["mean"] == [0.485, 0.456, 0.406]
@@ -269,10 +319,27 @@ def test_strong_baseline_trains_with_ema_and_reference_selection(tmp_path):
 
 def test_vtb_trains_and_only_the_intended_parameters_learn(tmp_path):
     encoder = _tiny_sentence_encoder(tmp_path / "enc")
-    over = {**FAST, "epochs": 1, "text_encoder": str(encoder), "text_dim": 16, "height": 64, "width": 32,
-            "variant": "reference"}  # fmt: skip
-    rec = run(RunSpec(dataset="synthetic", method="vtb", backbone="timm:test_vit", pretrained="none", seed=3,
-                      overrides=over, out=str(tmp_path / "runs"), quiet=True))  # fmt: skip
+    over = {
+        **FAST,
+        "epochs": 1,
+        "text_encoder": str(encoder),
+        "text_dim": 16,
+        "height": 64,
+        "width": 32,
+        "variant": "reference",
+    }
+    rec = run(
+        RunSpec(
+            dataset="synthetic",
+            method="vtb",
+            backbone="timm:test_vit",
+            pretrained="none",
+            seed=3,
+            overrides=over,
+            out=str(tmp_path / "runs"),
+            quiet=True,
+        )
+    )
     saved = torch.load(Path(rec["run_dir"]) / "trainable.pt", weights_only=True)["trainable"]
     assert list(rec["preprocess"]["size"]) == [64, 32] and list(rec["preprocess"]["mean"]) == [0.5, 0.5, 0.5]
     torch.manual_seed(3)  # the method's own init follows the run's seed: the unused fc as built
@@ -282,8 +349,11 @@ def test_vtb_trains_and_only_the_intended_parameters_learn(tmp_path):
 
     bb = create_backbone("timm:test_vit", "none", seed=3)
     torch.manual_seed(3)
-    fresh = VTB(bb, load_card("synthetic"), VTBOptions(**{k: over[k] for k in ("text_encoder", "text_dim", "height",
-                                                                                  "width", "variant")}))  # fmt: skip
+    fresh = VTB(
+        bb,
+        load_card("synthetic"),
+        VTBOptions(**{k: over[k] for k in ("text_encoder", "text_dim", "height", "width", "variant")}),
+    )
     assert torch.equal(saved["fc.weight"], fresh.fc.weight)  # never run, no gradient, never decayed
     assert not torch.equal(saved["word_embed.weight"], fresh.word_embed.weight)  # what trains, trained
     assert math.isfinite(rec["metrics"]["promptpar"]["ma"]) and json.dumps(rec["identity"])

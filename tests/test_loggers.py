@@ -11,8 +11,16 @@ FAST = {"limit": 32, "epochs": 2, "batch_size": 16, "eval_batch_size": 32, "boot
 
 
 def _run(tmp_path, logger: str) -> dict:
-    return run(RunSpec(dataset="synthetic", method="finetune", backbone="parbench-tiny",
-                       overrides={**FAST, "logger": logger}, out=str(tmp_path), quiet=True))  # fmt: skip
+    return run(
+        RunSpec(
+            dataset="synthetic",
+            method="finetune",
+            backbone="parbench-tiny",
+            overrides={**FAST, "logger": logger},
+            out=str(tmp_path),
+            quiet=True,
+        )
+    )
 
 
 def test_tensorboard_event_files_hold_every_logged_epoch(tmp_path):

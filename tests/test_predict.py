@@ -86,8 +86,17 @@ def test_a_lora_run_is_evaluated_from_its_own_checkpoint(tmp_path):
     restores and predicts what the run predicted."""
     from parbench.engine.restore import evaluate_checkpoint
 
-    rec = run(RunSpec(dataset="synthetic", method="lora", backbone="parbench-tiny", seed=1,
-                      overrides={"epochs": 1, "limit": 24, "batch_size": 8, "bootstrap": 0}, out=str(tmp_path), quiet=True))  # fmt: skip
+    rec = run(
+        RunSpec(
+            dataset="synthetic",
+            method="lora",
+            backbone="parbench-tiny",
+            seed=1,
+            overrides={"epochs": 1, "limit": 24, "batch_size": 8, "bootstrap": 0},
+            out=str(tmp_path),
+            quiet=True,
+        )
+    )
     res = evaluate_checkpoint(rec["run_dir"], quiet=True)
     saved = np.load(f"{rec['run_dir']}/predictions.npz")["probs"]
     assert res["metrics"]["promptpar"]["ma"] == pytest.approx(rec["metrics"]["promptpar"]["ma"], abs=1e-6)

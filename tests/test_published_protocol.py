@@ -13,8 +13,17 @@ FAST = {"limit": 48, "epochs": 3, "batch_size": 16, "eval_batch_size": 48, "boot
 
 @pytest.mark.parametrize("method", ["linear-probe", "finetune"])  # cached features and images
 def test_track_test_reads_the_same_run_as_the_references_do(tmp_path, method):
-    rec = run(RunSpec(dataset="synthetic", method=method, backbone="parbench-tiny", overrides=FAST,
-                      out=str(tmp_path / "runs"), store=str(tmp_path / "s.sqlite"), quiet=True))  # fmt: skip
+    rec = run(
+        RunSpec(
+            dataset="synthetic",
+            method=method,
+            backbone="parbench-tiny",
+            overrides=FAST,
+            out=str(tmp_path / "runs"),
+            store=str(tmp_path / "s.sqlite"),
+            quiet=True,
+        )
+    )
     hist = rec["history"]
     assert all("test" in e for e in hist) and rec["selected_on"] == "val"  # test is read, val still selects
     for proto in ("promptpar", "rethinking"):
@@ -32,8 +41,14 @@ def test_track_test_reads_the_same_run_as_the_references_do(tmp_path, method):
 
 def test_without_track_test_nothing_is_read_and_the_identity_is_unchanged(tmp_path):
     over = {k: v for k, v in FAST.items() if k != "track_test"}
-    spec = RunSpec(dataset="synthetic", method="linear-probe", backbone="parbench-tiny", overrides=over,
-                   out=str(tmp_path), quiet=True)  # fmt: skip
+    spec = RunSpec(
+        dataset="synthetic",
+        method="linear-probe",
+        backbone="parbench-tiny",
+        overrides=over,
+        out=str(tmp_path),
+        quiet=True,
+    )
     assert "track_test" not in spec.identity()["train"]
     rec = run(spec)
     assert rec["published_protocol"] is None and not any("test" in e for e in rec["history"])

@@ -114,9 +114,12 @@ def _cached_weights(name: str, arch: str, in_name: str | None, pretrained: str) 
     known = tags(name)
     tag = (in_name or "") if pretrained == "default" else pretrained
     if tag and tag not in known:
-        raise ParbenchError(f"backbone {name}", f"pretrained = a timm tag ({', '.join(known[:8]) or 'none known'}"
-                            f"{', ...' if len(known) > 8 else ''}), 'default', a weights file, or 'none'",
-                            f"'{pretrained}'")  # fmt: skip
+        raise ParbenchError(
+            f"backbone {name}",
+            f"pretrained = a timm tag ({', '.join(known[:8]) or 'none known'}"
+            f"{', ...' if len(known) > 8 else ''}), 'default', a weights file, or 'none'",
+            f"'{pretrained}'",
+        )
     import timm
     from huggingface_hub import try_to_load_from_cache
 
@@ -127,9 +130,12 @@ def _cached_weights(name: str, arch: str, in_name: str | None, pretrained: str) 
         if isinstance(found, str):
             return Path(found), f"{arch}.{tag}" if tag else arch
     cache = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
-    raise ParbenchError(f"backbone {name} pretrained '{pretrained}'",
-                        f"the weights in timm's local cache ({cache}, {hub or 'no Hugging Face id'}); or pass "
-                        "--pretrained /path/to/weights.pth (or .safetensors)", "not cached")  # fmt: skip
+    raise ParbenchError(
+        f"backbone {name} pretrained '{pretrained}'",
+        f"the weights in timm's local cache ({cache}, {hub or 'no Hugging Face id'}); or pass "
+        "--pretrained /path/to/weights.pth (or .safetensors)",
+        "not cached",
+    )
 
 
 def read_state_dict(path: Path) -> dict:

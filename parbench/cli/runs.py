@@ -230,8 +230,11 @@ def predict_cmd(
 
     given = [x for x in (run_dir, checkpoint, model) if x is not None]
     if len(given) != 1:
-        raise ParbenchError("predict", "exactly one of --run RUN, --checkpoint FILE or --model FILE",
-                            "neither" if not given else f"{len(given)} of them")  # fmt: skip
+        raise ParbenchError(
+            "predict",
+            "exactly one of --run RUN, --checkpoint FILE or --model FILE",
+            "neither" if not given else f"{len(given)} of them",
+        )
     progress = progress_bar(False)
     with progress:
         res = (
@@ -278,8 +281,11 @@ def export_cmd(
     if as_json:
         return print_json(res)
     h, w = res["size"]
-    out.print(f"{res['method']} on {res['dataset']} -> {res['path']} ({res['format']}, input N x 3 x {h} x {w}; "
-              f"largest difference to the eager model {res['max_abs_diff']:.1e})", highlight=False)  # fmt: skip
+    out.print(
+        f"{res['method']} on {res['dataset']} -> {res['path']} ({res['format']}, input N x 3 x {h} x {w}; "
+        f"largest difference to the eager model {res['max_abs_diff']:.1e})",
+        highlight=False,
+    )
 
 
 @app.command("score")

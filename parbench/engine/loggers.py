@@ -17,8 +17,11 @@ from parbench.errors import ParbenchError
 
 def scalars(row: dict) -> dict[str, float]:
     """The numbers of one log.jsonl row, named for a dashboard."""
-    out = {"train/loss": row["loss"], "speed/images_per_s": row.get("images_per_s", 0.0),
-           "memory/peak_mb": row.get("peak_mem_mb", 0.0)}  # fmt: skip
+    out = {
+        "train/loss": row["loss"],
+        "speed/images_per_s": row.get("images_per_s", 0.0),
+        "memory/peak_mb": row.get("peak_mem_mb", 0.0),
+    }
     for i, lr in enumerate(row.get("lr", [])):
         out[f"lr/group{i}"] = lr
     sel = row.get("select") or {}
@@ -33,8 +36,9 @@ class TensorBoard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as e:
-            raise ParbenchError("logger=tensorboard", "the tensorboard package (pip install 'parbench[tensorboard]')",
-                                str(e)) from None  # fmt: skip
+            raise ParbenchError(
+                "logger=tensorboard", "the tensorboard package (pip install 'parbench[tensorboard]')", str(e)
+            ) from None
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
     def log(self, row: dict) -> None:
@@ -54,8 +58,9 @@ class WandB:
             raise ParbenchError("logger=wandb", "the wandb package (pip install 'parbench[wandb]')", str(e)) from None
         from parbench.settings import wandb_mode
 
-        self.run = wandb.init(project="parbench", id=key, name=name, dir=str(run_dir), config=config,
-                              mode=wandb_mode(), resume="allow")  # fmt: skip
+        self.run = wandb.init(
+            project="parbench", id=key, name=name, dir=str(run_dir), config=config, mode=wandb_mode(), resume="allow"
+        )
 
     def log(self, row: dict) -> None:
         self.run.log(scalars(row), step=row["epoch"])

@@ -311,8 +311,9 @@ def fit(
             tl = epoch_loader(test_set, cfg.eval_batch_size, seed, 0, cfg.num_workers, shuffle=False)
             with ema.applied(model) if ema is not None else contextlib.nullcontext():
                 probs, labels = predict(model, tl, device, cfg, where=where)
-            row["test"] = {p: pedestrian_metrics(labels, probs, p, unspecified=cfg.unspecified).headline()
-                           for p in PROTOCOLS}  # fmt: skip
+            row["test"] = {
+                p: pedestrian_metrics(labels, probs, p, unspecified=cfg.unspecified).headline() for p in PROTOCOLS
+            }
         if plateau is not None:
             plateau.step(plateau_loss)
         hist.epochs.append(row)

@@ -92,8 +92,12 @@ def _published_protocol(per_dataset: dict[str, list[dict]], protocol: str) -> li
                 honest = np.array([x["metrics"][protocol][m] for x in runs])
                 pub = np.array([x["published_protocol"][protocol][m] for x in runs])
                 d = pub - honest
-                entry["metrics"][m] = {"honest": float(honest.mean()), "published": float(pub.mean()),
-                                       "diff": float(d.mean()), "diff_std": float(d.std(ddof=1)) if len(d) > 1 else 0.0}  # fmt: skip
+                entry["metrics"][m] = {
+                    "honest": float(honest.mean()),
+                    "published": float(pub.mean()),
+                    "diff": float(d.mean()),
+                    "diff_std": float(d.std(ddof=1)) if len(d) > 1 else 0.0,
+                }
             out.append(entry)
     return out
 
