@@ -28,8 +28,23 @@ from parbench.engine.config import load_config_file
 from parbench.engine.run import RunSpec
 from parbench.errors import ParbenchError
 
-_KEYS = {"name", "datasets", "methods", "backbones", "pretrained", "seeds", "set", "methods_set", "store", "out",
-         "roots", "groups", "partition", "slurm", "variants"}  # fmt: skip
+_KEYS = {
+    "name",
+    "datasets",
+    "methods",
+    "backbones",
+    "pretrained",
+    "seeds",
+    "set",
+    "methods_set",
+    "store",
+    "out",
+    "roots",
+    "groups",
+    "partition",
+    "slurm",
+    "variants",
+}
 
 
 @dataclass

@@ -14,8 +14,21 @@ import numpy as np
 from parbench.metrics import HEADLINE
 
 # identity keys that are the same for every row of a table, or shown in their own column
-_NOT_A_SETTING = {"dataset", "card_sha256", "data_sha256", "method", "seed", "bootstrap", "device", "num_workers",
-                  "cache_images", "amp", "grad_checkpointing", "eval_batch_size", "logger"}  # fmt: skip
+_NOT_A_SETTING = {
+    "dataset",
+    "card_sha256",
+    "data_sha256",
+    "method",
+    "seed",
+    "bootstrap",
+    "device",
+    "num_workers",
+    "cache_images",
+    "amp",
+    "grad_checkpointing",
+    "eval_batch_size",
+    "logger",
+}
 
 
 def short_weights(rec: dict) -> str:

@@ -29,8 +29,14 @@ from parbench.data.dataset import PARDataset, check_relpath
 from parbench.errors import ParbenchError
 from parbench.labels import UNSPECIFIED
 
-OPTIONS = {"path_column": "image", "split_column": "split", "identity_column": "identity",
-           "box_columns": ["x", "y", "w", "h"], "columns": {}, "split_files": {}}  # fmt: skip
+OPTIONS = {
+    "path_column": "image",
+    "split_column": "split",
+    "identity_column": "identity",
+    "box_columns": ["x", "y", "w", "h"],
+    "columns": {},
+    "split_files": {},
+}
 MISSING = ("", "na", "n/a", "nan", "none", "null")
 VALUES = {"1": 1, "1.0": 1, "true": 1, "0": 0, "0.0": 0, "false": 0}
 
