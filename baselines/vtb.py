@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from parbench.api import PROMPT_TUNING, MethodSpec, ParbenchError, cache_dir, create_backbone, freeze
+from parbench.api import (
+    PROMPT_TUNING,
+    MethodSpec,
+    ParbenchError,
+    cache_dir,
+    create_backbone,
+    freeze,
+    load_weights_only,
+    save_torch,
+)
 
 DEFAULT_ENCODER = "sentence-transformers/all-mpnet-base-v2"
 
@@ -54,8 +62,7 @@ class VTBOptions:
     text_dim: int = 768  # the encoder's width (what counting builds before any encoder loads)
 
     CHOICES: ClassVar[dict] = {"variant": ("fixed", "reference")}
-    RANGES: ClassVar[dict] = {"height": (16, None), "width": (16, None), "drop_path": (0.0, 1.0),
-                              "text_dim": (1, None)}  # fmt: skip
+    RANGES: ClassVar[dict] = {"height": (16, None), "width": (16, None), "drop_path": (0.0, 1.0), "text_dim": (1, None)}
 
 
 def phrases_for(card, options: VTBOptions) -> tuple[list[str], Path | None]:
@@ -118,20 +125,16 @@ def text_vectors(card, options: VTBOptions) -> np.ndarray:
         return vec.astype(np.float32)
     phrases, _ = phrases_for(card, options)
     key = hashlib.sha256(json.dumps([options.text_encoder, phrases]).encode()).hexdigest()[:20]
-    path = cache_dir() / "text" / f"vtb-{key}.npy"
+    path = cache_dir() / "text" / f"vtb-{key}.pt"
     if path.is_file():
-        try:
-            vec = np.load(path, allow_pickle=False)
-            if vec.shape[0] == k:
-                return vec
-        except (OSError, ValueError):
-            pass  # a damaged cache entry is computed again
+        try:  # weights-only: a cache file never runs code; a damaged one is computed again
+            vec = load_weights_only(path, "a cached tensor of phrase embeddings")
+            if isinstance(vec, torch.Tensor) and vec.ndim == 2 and vec.shape[0] == k:
+                return vec.numpy()
+        except ParbenchError:
+            pass
     vec = encode_phrases(phrases, options.text_encoder)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")  # written whole, then renamed: never half a file
-    with open(tmp, "wb") as f:
-        np.save(f, vec)
-    os.replace(tmp, path)
+    save_torch(torch.from_numpy(vec), path)  # atomic: never half a file
     return vec
 
 
