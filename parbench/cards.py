@@ -26,6 +26,10 @@ class Attribute:
     negative: str  # sentence for "attribute absent" (ours), used by zero-shot CLIP
     raw: int = -1  # column in the original label matrix (reader-specific meaning; -1 = none)
     reference_text: str = ""  # what the reference code tokenises when it differs from `positive`
+    # other names of the same attribute, for cross-dataset evaluation: the harmonised vocabulary (UPAR's 40 names,
+    # and names in their style for attributes UPAR lacks); "~Name" marks the attribute as Name's negation
+    # (PETA's personalMale is ~Gender-Female). Not part of a run's identity: a cross record keeps its own mapping.
+    aliases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -62,7 +66,10 @@ class Card:
     test_split: str = "test"
     root: str = ""  # the dataset folder relative to the card file (a card kept beside its data), when none is set
     path: str = ""
-    sha256: str = ""
+    sha256: str = ""  # of the file's bytes
+    # of what decides a run's numbers: the card without its published rows, citation, description and aliases
+    # (editing those is not another run)
+    identity_sha256: str = ""
 
     @property
     def attribute_names(self) -> list[str]:
@@ -103,6 +110,18 @@ def _build(cls: type, data: dict, path: Path, where: str) -> Any:
         raise ParbenchError(path, f"a complete {where}", str(e)) from None
 
 
+_NOT_IDENTITY = ("published", "citation", "description", "path", "sha256")
+
+
+def _identity_sha256(data: dict) -> str:
+    import json
+    from dataclasses import asdict
+
+    kept = {k: v for k, v in data.items() if k not in _NOT_IDENTITY}
+    kept["attributes"] = [{k: v for k, v in asdict(a).items() if k != "aliases"} for a in data["attributes"]]
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=list).encode()).hexdigest()
+
+
 def parse_card(path: Path) -> Card:
     raw_bytes = path.read_bytes()
     try:
@@ -113,12 +132,18 @@ def parse_card(path: Path) -> Card:
     attrs = data.pop("attributes", None)
     if not attrs:
         raise ParbenchError(path, "an [[attributes]] array", "none")
+    for a in attrs:
+        if "aliases" in a:
+            if not isinstance(a["aliases"], list) or not all(isinstance(x, str) and x.strip("~") for x in a["aliases"]):
+                raise ParbenchError(path, "aliases: a list of attribute names", repr(a["aliases"]))
+            a["aliases"] = tuple(a["aliases"])
     data["attributes"] = tuple(_build(Attribute, a, path, "[[attributes]]") for a in attrs)
     data["published"] = tuple(_build(Published, p, path, "[[published]]") for p in data.pop("published", []))
     data["source_files"] = tuple(data.pop("source_files", ()))
     data["raw_order"] = tuple(data.get("raw_order", ()))
     data["path"] = str(path)
     data["sha256"] = hashlib.sha256(raw_bytes).hexdigest()
+    data["identity_sha256"] = _identity_sha256(data)
     card = _build(Card, data, path, "a card")
     names = card.attribute_names
     if len(set(names)) != len(names):
