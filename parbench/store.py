@@ -26,7 +26,7 @@ import numpy as np
 
 from parbench.errors import ParbenchError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE IF NOT EXISTS runs (
@@ -45,6 +45,13 @@ MIGRATIONS: dict[int, str] = {
     2: """
     ALTER TABLE runs ADD COLUMN status TEXT NOT NULL DEFAULT 'finished';
     ALTER TABLE runs ADD COLUMN group_key TEXT;
+    """,
+    # 3: results derived from a finished run (cross-dataset scores, later robustness): linked to the run by its
+    # id and key, kept out of `runs` so no leaderboard query can mix them with clean rows
+    3: """
+    CREATE TABLE IF NOT EXISTS derived (
+        id TEXT PRIMARY KEY, kind TEXT NOT NULL, run_id TEXT NOT NULL, run_key TEXT, record TEXT NOT NULL, npz BLOB);
+    CREATE INDEX IF NOT EXISTS derived_by_kind ON derived(kind);
     """,
 }
 
@@ -209,6 +216,53 @@ class Store:
                 raise self._error(e) from None
         raise ParbenchError(self.path, "a writable store", "busy after 20 attempts")
 
+    def add_derived(self, record: dict, probs: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
+        """Insert or replace a derived result: `record` holds `id`, `kind` and the `run_id` / `run_key` it came
+        from (an evaluation of that run on other data or under a perturbation), never a training run."""
+        for k in ("id", "kind", "run_id"):
+            if k not in record:
+                raise ParbenchError(self.path, f"a derived record with '{k}'", f"keys {sorted(record)[:8]}")
+        buf = None
+        if probs is not None:
+            b = io.BytesIO()
+            np.savez_compressed(b, probs=probs.astype(np.float32), labels=labels)
+            buf = b.getvalue()
+        row = (record["id"], record["kind"], record["run_id"], record.get("run_key"), json.dumps(record, default=float))
+        for attempt in range(20):
+            try:
+                with self._connect() as con:
+                    con.execute("BEGIN IMMEDIATE")
+                    con.execute("INSERT OR REPLACE INTO derived VALUES (?,?,?,?,?,?)", (*row, buf))
+                    con.execute("COMMIT")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise self._error(e) from None
+                time.sleep(0.05 * (attempt + 1))
+            except sqlite3.DatabaseError as e:
+                raise self._error(e) from None
+        raise ParbenchError(self.path, "a writable store", "busy after 20 attempts")
+
+    def derived(self, kind: str | None = None) -> list[dict]:
+        """Derived records (of one kind, or all), in a stable order; a row that is not valid JSON is left out."""
+        sql, args = "SELECT record FROM derived ORDER BY kind, run_id, id", ()
+        if kind is not None:
+            sql, args = "SELECT record FROM derived WHERE kind = ? ORDER BY run_id, id", (kind,)
+        out = []
+        for (text,) in self._read(sql, args):
+            try:
+                out.append(json.loads(text))
+            except (TypeError, ValueError):
+                continue
+        return out
+
+    def derived_predictions(self, derived_id: str) -> tuple[np.ndarray, np.ndarray] | None:
+        rows = self._read("SELECT npz FROM derived WHERE id = ? AND npz IS NOT NULL", (derived_id,))
+        if not rows:
+            return None
+        with np.load(io.BytesIO(rows[0][0]), allow_pickle=False) as z:
+            return z["probs"], z["labels"]
+
     def read_records(
         self, include_smoke: bool = True, status: str | None = "finished"
     ) -> tuple[list[dict], list[tuple[str, str]]]:
@@ -289,4 +343,7 @@ class Store:
             pred = src.predictions(rec["run_id"])
             self.add_run(rec, *(pred if pred else (None, None)))
             n += 1
+        for rec in src.derived():
+            pred = src.derived_predictions(rec["id"])
+            self.add_derived(rec, *(pred if pred else (None, None)))
         return n

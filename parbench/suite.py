@@ -13,6 +13,8 @@
     [methods_set.strong-baseline]
     backbone = "timm:resnet50" # a method's own backbone (and pretrained) replaces the suite's for it
     pretrained = "tv_in1k"
+    [eval_on]                  # cross-dataset: runs trained on a dataset are also scored on these
+    synthetic = ["synthetic-zs"]
 
 Finished runs (same key in the store) are skipped, so a crashed suite continues where it stopped;
 `shard = (k, n)` runs the k-th of n deterministic shares.
@@ -44,6 +46,7 @@ _KEYS = {
     "partition",
     "slurm",
     "variants",
+    "eval_on",
 }
 
 
@@ -103,7 +106,7 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
         or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
     ):
         raise ParbenchError(path, "seeds as a list of integers, e.g. seeds = [0, 1, 2]", repr(seeds))
-    for key in ("set", "methods_set", "roots", "groups", "slurm"):
+    for key in ("set", "methods_set", "roots", "groups", "slurm", "eval_on"):
         if key in doc and not isinstance(doc[key], dict):
             raise ParbenchError(path, f"[{key}] as a table", repr(doc[key]))
     if not isinstance(doc.get("partition", 0), int):
@@ -119,6 +122,10 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
     if not isinstance(variants, list) or not all(isinstance(v, str) for v in variants):
         raise ParbenchError(path, 'variants as a list of names, e.g. variants = ["fixed", "reference"]', repr(variants))
     roots = doc.get("roots", {})
+    eval_on = doc.get("eval_on", {})
+    for ds, targets in eval_on.items():
+        if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+            raise ParbenchError(path, f'[eval_on] {ds} = a list of dataset names, e.g. ["PETA"]', repr(targets))
     name = doc.get("name", path.stem)
     run_out = out or doc.get("out", f"runs/{name}")
     specs = []
@@ -149,6 +156,8 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
                             partition=int(doc.get("partition", 0)),
                             overrides=overrides,
                             out=run_out,
+                            eval_on=list(eval_on.get(ds, [])),
+                            eval_roots={t: roots[t] for t in eval_on.get(ds, []) if t in roots},
                         )
                     )
     return Suite(
@@ -185,9 +194,32 @@ def done_keys(suite: Suite) -> set[str]:
     return keys
 
 
+def cross_done(suite: Suite) -> dict[str, set[str]]:
+    """Run key -> the datasets its cross records (in the suite's stores) were scored on."""
+    from parbench.store import Store
+
+    out: dict[str, set[str]] = {}
+    for path in dict.fromkeys([Path(suite.store), *job_stores(suite)]):
+        if path.is_file():
+            for c in Store(path, create=False).derived("cross"):
+                out.setdefault(c.get("run_key"), set()).add(c.get("evaluated_on"))
+    return out
+
+
 def pending(suite: Suite, specs: list[RunSpec]) -> list[RunSpec]:
+    """Runs not yet recorded, and recorded runs still missing a cross score the suite asks for (a finished run
+    is not trained again: its model is restored and scored)."""
+    from parbench.cards import load_card
+
     done = done_keys(suite)
-    return [s for s in specs if s.key() not in done]
+    cross = cross_done(suite) if any(s.eval_on for s in specs) else {}
+    out = []
+    for s in specs:
+        key = s.key()
+        missing = {load_card(t).name for t in s.eval_on} - cross.get(key, set())
+        if key not in done or missing:
+            out.append(s)
+    return out
 
 
 def run_suite(suite: Suite, specs: list[RunSpec], quiet: bool = False, on_done=None) -> list[dict]:

@@ -56,6 +56,17 @@ def run_cmd(
         Path | None,
         typer.Option(help="A split from `datasets zs-split` (identity-disjoint) instead of the dataset's own."),
     ] = None,
+    eval_on: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--eval-on",
+            help="Also score the selected model on this dataset's test split over the shared attributes "
+            "(repeatable; a cross record each).",
+        ),
+    ] = None,
+    eval_root: Annotated[
+        list[str] | None, typer.Option(help="NAME=DIR: the root of an --eval-on dataset (repeatable).")
+    ] = None,
     as_json: JsonOut = False,
 ) -> None:
     """Train (if the method trains), select without peeking, evaluate on test, record."""
@@ -81,6 +92,8 @@ def run_cmd(
         quiet=as_json,
         source=str(from_pickle) if from_pickle else None,
         split_file=str(split_file) if split_file else None,
+        eval_on=list(eval_on or []),
+        eval_roots=_named_roots(eval_root or []),
     )
     rec = run(spec)
     if "rank" in rec:  # torchrun: ranks other than 0 print nothing
@@ -97,6 +110,29 @@ def run_cmd(
     out.print(
         f"selected on {rec['selected_on']}; {rec['trainable_params']:,} of {rec['total_params']:,} params train; "
         f"{rec['wall_s']:.1f} s; {rec['run_dir']}",
+        highlight=False,
+    )
+    for c in rec.get("cross", []):
+        _print_cross(c)
+
+
+def _named_roots(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, folder = item.partition("=")
+        if not sep or not name or not folder:
+            raise ParbenchError("--eval-root", "NAME=DIR (an --eval-on dataset and its folder)", repr(item))
+        out[name] = folder
+    return out
+
+
+def _print_cross(c: dict) -> None:
+    m = c["mapping"]
+    head = " ".join(f"{p}: mA {100 * v['ma']:.2f} F1 {100 * v['f1']:.2f}" for p, v in c["metrics"].items())
+    out.print(
+        f"on {c['evaluated_on']}/{c['eval_split']} ({c['n_test']} images, {len(m['pairs'])} shared attributes; "
+        f"dropped {len(m['dropped_train'])} of {c['trained_on']}'s, {len(m['dropped_eval'])} of "
+        f"{c['evaluated_on']}'s): {head}",
         highlight=False,
     )
 

@@ -171,8 +171,7 @@ def evaluate_checkpoint(
     """Evaluate a restored model on a split (default: the card's test split, on the run's own data), through the
     same prediction path as the run; metrics under both protocols."""
     from parbench.engine.evaluate import predict_split
-    from parbench.engine.run import load_data
-    from parbench.engine.spec import RunSpec
+    from parbench.engine.spec import RunSpec, load_data
     from parbench.engine.train import pick_device
     from parbench.metrics import protocol_metrics
     from parbench.progress import progress_bar

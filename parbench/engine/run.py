@@ -29,7 +29,6 @@ import torch
 from parbench import __version__
 from parbench.atomic import save_npz, save_torch, write_text
 from parbench.cards import Card, load_card
-from parbench.data import load_dataset
 from parbench.data.dataset import PARDataset
 from parbench.data.torchdata import ImageSplit
 from parbench.data.transforms import build_transform
@@ -39,7 +38,7 @@ from parbench.engine.config import TrainConfig, config_dict, resolve_config, to_
 from parbench.engine.evaluate import feature_cache_key, predict_split
 from parbench.engine.features import FeatureHead, cached_features
 from parbench.engine.params import trainable_state
-from parbench.engine.spec import RunSpec, group_key, identity_key
+from parbench.engine.spec import RunSpec, group_key, identity_key, load_data
 from parbench.engine.train import History, fit, pick_device, published_protocol
 from parbench.errors import Diverged, ParbenchError
 from parbench.methods import MethodSpec, get_method, method_where
@@ -96,15 +95,6 @@ def choose_splits(card: Card, ds: PARDataset, cfg: TrainConfig, seed: int) -> tu
     if select == "val" and train_split == "trainval":
         raise ParbenchError(card.name, "a train split disjoint from val", "train_split=trainval with select_on=val")
     return train, ds.partition(select), select
-
-
-def load_data(spec: RunSpec, card: Card) -> PARDataset:
-    ds = load_dataset(card.path or card.name, spec.root, partition=spec.partition, source=spec.source)
-    if spec.split_file:
-        from parbench.data.audit import apply_split_file
-
-        ds = apply_split_file(ds, spec.split_file)
-    return ds
 
 
 def _check_images(ds: PARDataset, parts: list[np.ndarray]) -> None:
@@ -351,7 +341,7 @@ def _record_base(plan: Plan, built: Built) -> dict:
 
 def _resolved(plan: Plan) -> dict:
     out = {
-        "run": {k: v for k, v in asdict(plan.spec).items() if k != "overrides"},
+        "run": {k: v for k, v in asdict(plan.spec).items() if k not in ("overrides", "eval_on", "eval_roots")},
         "train": config_dict(plan.cfg),
     }
     if plan.options is not None:
@@ -387,7 +377,7 @@ def run(spec: RunSpec) -> dict:
     store = _open_store(spec.store) if main else None  # a store that cannot be opened fails now, not at the end
     state = open_run_dir(plan.run_dir, spec.resume, main)
     if state == "finished":
-        return _finished(plan, store)
+        return _cross(plan, _finished(plan, store), store, None)
     ds = load_data(spec, plan.card)
     train_idx, select_idx, selected_on = choose_splits(plan.card, ds, cfg, spec.seed)
     test_idx = ds.partition(plan.card.test_split)
@@ -491,7 +481,26 @@ def run(spec: RunSpec) -> dict:
         "dtype": "bf16 autocast" if device.type == "cuda" and cfg.amp else "fp32",
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+    if ds.domains is not None:
+        from parbench.metrics import per_domain_metrics
+
+        record["per_domain"] = per_domain_metrics(
+            labels, probs, [ds.domains[i] for i in test_idx.tolist()], cfg.unspecified
+        )
     write_text(plan.run_dir / "record.json", json.dumps(record, indent=1, default=float))
     if store is not None:
         store.add_run(record, probs=probs, labels=labels)
-    return record
+    return _cross(plan, record, store, built)
+
+
+def _cross(plan: Plan, record: dict, store, built: Built | None) -> dict:
+    """The run's cross-dataset scores (`--eval-on`), each its own record; the run's record lists their ids."""
+    if not plan.spec.eval_on or record.get("status", "finished") != "finished" or not dist.is_main():
+        return record
+    from parbench.engine.cross import cross_evaluate
+
+    cross = [
+        cross_evaluate(plan.run_dir, name, plan.spec.eval_roots.get(name), store, None, built)
+        for name in plan.spec.eval_on
+    ]
+    return {**record, "cross": cross}

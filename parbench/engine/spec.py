@@ -13,9 +13,12 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from parbench.errors import ParbenchError
+
+if TYPE_CHECKING:
+    from parbench.data.dataset import PARDataset
 
 
 @dataclass
@@ -34,6 +37,10 @@ class RunSpec:
     quiet: bool = False
     source: str | None = None  # a reference pickle (dataset_all.pkl / pad.pkl) instead of the original files
     split_file: str | None = None  # a split from `parbench datasets zs-split` instead of the dataset's own
+    # after the run, score the selected model on these datasets' test splits over the shared attributes (one
+    # cross record each, `engine.cross`); not part of the identity: the training run is the same run
+    eval_on: list[str] = field(default_factory=list)
+    eval_roots: dict[str, str] = field(default_factory=dict)  # dataset name -> its root, where not configured
 
     def __post_init__(self) -> None:
         """A card file or a method file named relative to here is kept as an absolute path, so the run's saved
@@ -57,7 +64,7 @@ class RunSpec:
         backbone = self.backbone or method.default_backbone
         ident = {
             "dataset": card.name,
-            "card_sha256": card.sha256,
+            "card_sha256": card.identity_sha256,
             "data_sha256": data_fingerprint(card, self.root),
             "partition": self.partition,
             "method": method.name,
@@ -85,6 +92,18 @@ class RunSpec:
 
     def key(self) -> str:
         return identity_key(self.identity())
+
+
+def load_data(spec: RunSpec, card) -> PARDataset:
+    """The data a run reads: its dataset (or reference pickle) at its root and partition, under its split file."""
+    from parbench.data import load_dataset
+
+    ds = load_dataset(card.path or card.name, spec.root, partition=spec.partition, source=spec.source)
+    if spec.split_file:
+        from parbench.data.audit import apply_split_file
+
+        ds = apply_split_file(ds, spec.split_file)
+    return ds
 
 
 def identity_key(identity: dict) -> str:

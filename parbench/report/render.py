@@ -102,7 +102,72 @@ def _published_protocol(per_dataset: dict[str, list[dict]], protocol: str) -> li
     return out
 
 
-def _protocol_view(store: Store, records: list[dict], protocol: str) -> dict:
+def _cross_matrices(cross: list[dict], per_dataset: dict[str, list[dict]], protocol: str) -> list[dict]:
+    """Per configuration (as the leaderboard labels it), the cross-domain matrix: rows trained on, columns
+    evaluated on, mA over the shared attributes (mean ± std over seeds); the diagonal is the configuration's
+    in-domain mA over all of its dataset's attributes. A cross record whose run is not in the report (a smoke
+    run, a row left out) is left out with it."""
+    import numpy as np
+
+    row_of = {run["run_id"]: r for rows in per_dataset.values() for r in rows for run in r["runs"]}
+    cells: dict[str, dict[tuple[str, str], list[dict]]] = {}
+    for c in cross:
+        r = row_of.get(c["run_id"])
+        if r is not None:
+            cells.setdefault(r["label"], {}).setdefault((c["trained_on"], c["evaluated_on"]), []).append(c)
+    out = []
+    for label, got in sorted(cells.items()):
+        trained = sorted({a for a, _ in got})
+        evaluated = trained + sorted({b for _, b in got} - set(trained))
+        table = []
+        for a in trained:
+            row = {"trained_on": a, "cells": []}
+            for b in evaluated:
+                if a == b:
+                    home = next((r for r in per_dataset.get(a, []) if r["label"] == label), None)
+                    cell = {"ma": home["ma"], "std": home["ma_std"], "seeds": len(home["seeds"]), "home": True}
+                    row["cells"].append(cell if home else None)
+                    continue
+                recs = got.get((a, b))
+                if not recs:
+                    row["cells"].append(None)
+                    continue
+                v = np.array([x["metrics"][protocol]["ma"] for x in recs])
+                row["cells"].append(
+                    {
+                        "ma": float(v.mean()),
+                        "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+                        "seeds": len(v),
+                        "shared": len(recs[0]["mapping"]["pairs"]),
+                        "test_selected": any(x.get("selected_on_test") for x in recs),
+                    }
+                )
+            table.append(row)
+        out.append({"label": label, "evaluated": evaluated, "rows": table})
+    return out
+
+
+def _cross_md(matrices: list[dict], protocol: str) -> str:
+    """The cross-domain matrices as Markdown: mA (mean ± std over seeds) per (trained on, evaluated on)."""
+    lines = [f"## Cross-domain mA ({protocol} protocol)", ""]
+    for m in matrices:
+        lines += [f"### {m['label']}", "", "| trained on \\ evaluated on | " + " | ".join(m["evaluated"]) + " |"]
+        lines.append("|---" * (len(m["evaluated"]) + 1) + "|")
+        for row in m["rows"]:
+            cells = []
+            for c in row["cells"]:
+                if c is None:
+                    cells.append("–")
+                    continue
+                text = f"{100 * c['ma']:.2f}" + (f" ± {100 * c['std']:.2f}" if c["seeds"] > 1 else "")
+                text += " (in domain)" if c.get("home") else f" ({c['shared']} shared)"
+                cells.append(text + (" †" if c.get("test_selected") else ""))
+            lines.append(f"| {row['trained_on']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _protocol_view(store: Store, records: list[dict], protocol: str, cross: list[dict] | None = None) -> dict:
     per_dataset = configuration_rows(records, protocol)
     datasets = []
     for ds, rows in per_dataset.items():
@@ -126,6 +191,7 @@ def _protocol_view(store: Store, records: list[dict], protocol: str) -> dict:
         "main": main_table(per_dataset, protocol),
         "zs": _zs_drops(per_dataset),
         "published_protocol": _published_protocol(per_dataset, protocol),
+        "cross": _cross_matrices(cross or [], per_dataset, protocol),
     }
 
 
@@ -158,7 +224,8 @@ def render_report(
         if skipped:
             found = f"none readable ({len(skipped)} skipped, e.g. {skipped[0]})"
         raise ParbenchError(store_path, "at least one finished run", found)
-    views = [_protocol_view(store, records, p) for p in PROTOCOLS]
+    cross = store.derived("cross")
+    views = [_protocol_view(store, records, p, cross) for p in PROTOCOLS]
     per_dataset = views[0]["per_dataset"]
     curves = {
         ds: [(r["label"], curves_svg(r["history"], r["label"])) for r in rows] for ds, rows in per_dataset.items()
@@ -203,4 +270,6 @@ def render_report(
     write_text(out / "main_table.md", "\n".join(tables.main_table_md(v["main"]) for v in views))
     for v in views:
         write_text(out / f"main_table_{v['name']}.tex", tables.main_table_tex(v["main"]))
+    if cross:
+        write_text(out / "cross_domain.md", "\n".join(_cross_md(v["cross"], v["name"]) for v in views))
     return out / "index.html"
