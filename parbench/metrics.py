@@ -260,6 +260,24 @@ def protocol_metrics(labels: np.ndarray, probs: np.ndarray, unspecified: str = "
     return out
 
 
+def per_domain_metrics(
+    labels: np.ndarray, probs: np.ndarray, domains: list[str], unspecified: str = "negative"
+) -> dict[str, dict]:
+    """Headline metrics per protocol for each domain's images (UPAR's per-source test lists, MSP60K's scenes):
+    {domain: {"n": images, protocol: headline}}, domains in order of first appearance."""
+    dom = np.asarray(domains)
+    out = {}
+    for d in dict.fromkeys(domains):
+        sel = dom == d
+        out[str(d)] = {
+            "n": int(sel.sum()),
+            **{
+                p: pedestrian_metrics(labels[sel], probs[sel], p, unspecified=unspecified).headline() for p in PROTOCOLS
+            },
+        }
+    return out
+
+
 def bootstrap_ci(
     labels: np.ndarray,
     probs: np.ndarray,

@@ -140,6 +140,10 @@ for _name, _attr in [
 ]:
     readers.register(_name, lazy("parbench.data.readers", _attr))
 readers.register("table", lazy("parbench.data.readers.table", "read_table"))
+readers.register("msp60k_json", lazy("parbench.data.readers.msp60k", "read_msp60k"))
+readers.register("upar_pkl", lazy("parbench.data.readers.upar", "read_upar"))
+readers.register("upar_csv", lazy("parbench.data.readers.upar", "read_upar_csv"))
+readers.register("reid_attributes_mat", lazy("parbench.data.readers.reid_attributes", "read_reid_attributes"))
 
 
 def origin_of(obj: Any) -> dict:

@@ -84,6 +84,14 @@ def test_datasets_list_json_names_all_cards():
         "WIDER": 14,
         "synthetic": 12,
         "synthetic-zs": 12,
+        "DukeMTMC": 23,
+        "Market-1501": 30,
+        "MSP60K": 57,
+        "MSP60K-MS1": 57,
+        "MSP60K-MS2": 57,
+        "MSP60K-MS3": 57,
+        "UPAR": 40,
+        "UPAR-challenge": 40,
     }
 
 

@@ -97,6 +97,10 @@ def datasets_prepare(
         err.print(f"[yellow]{rep['missing']} image files missing, e.g. {rep['missing_examples'][:3]}[/]")
     for s, m in rep["split_mismatches"].items():
         err.print(f"[yellow]split {s}: card says {m['card']}, found {m['found']} (a subset?)[/]")
+    if rep["domains"]:
+        out.print(f"domains: {', '.join(rep['domains'])}", markup=False, highlight=False)
+    for note in rep["notes"]:
+        err.print(f"note: {note}", markup=False, highlight=False)
     out.print(f"prepared: {rep['prepared']}")
 
 

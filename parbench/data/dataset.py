@@ -28,15 +28,22 @@ class PARDataset:
     # where each box is written, relative to root ("wider_attribute_test.json images[3].targets[1]"): a box that
     # misses its image is an error pointing at the annotation to fix, not only at the image
     box_origins: list[str] | None = None
+    # where each image comes from, for per-domain scores: MSP60K's scene, UPAR's source dataset; else None
+    domains: list[str] | None = None
     extra_attributes: list[str] = field(default_factory=list)
     extra_labels: np.ndarray | None = None  # (N, E) uint8: non-evaluated columns (colour, extra)
     partition_index: int = 0
     card_version: int = 0
+    # what the reader found odd in the files and did not repair (counted, never silent): printed by
+    # `parbench datasets prepare`
+    notes: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         n = len(self.relpaths)
         if self.labels.shape != (n, len(self.attributes)):
             raise ParbenchError(self.name, f"labels of shape ({n}, {len(self.attributes)})", str(self.labels.shape))
+        if self.domains is not None and len(self.domains) != n:
+            raise ParbenchError(self.name, f"{n} image domains (one per image)", str(len(self.domains)))
         for split, idx in self.partitions.items():
             if idx.size and (idx.min() < 0 or idx.max() >= n):
                 raise ParbenchError(self.name, f"split '{split}' indices in [0, {n})", f"{idx.min()}..{idx.max()}")

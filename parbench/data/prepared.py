@@ -16,7 +16,7 @@ from parbench.errors import ParbenchError
 from parbench.registry import readers
 from parbench.settings import cache_dir, configured_root, env_var
 
-PREPARED_VERSION = 2  # 2: box origins
+PREPARED_VERSION = 3  # 2: box origins, 3: image domains
 _ARRAYS = ("labels", "identities", "boxes", "extra_labels")
 
 
@@ -66,6 +66,8 @@ def save_prepared(ds: PARDataset, base: Path) -> None:
         "root": str(ds.root),
         "extra_attributes": ds.extra_attributes,
         "box_origins": ds.box_origins,
+        "domains": ds.domains,
+        "notes": ds.notes,
         "partition_index": ds.partition_index,
         "card_version": ds.card_version,
     }
@@ -94,6 +96,8 @@ def load_prepared(base: Path) -> PARDataset | None:
         identities=arrays.get("identities"),
         boxes=arrays.get("boxes"),
         box_origins=meta.get("box_origins"),
+        domains=meta.get("domains"),
+        notes=meta.get("notes", []),
         extra_attributes=meta["extra_attributes"],
         extra_labels=arrays.get("extra_labels"),
         partition_index=meta["partition_index"],
@@ -157,5 +161,7 @@ def prepare_dataset(name: str, root: str | Path | None = None, partition: int = 
         "missing_examples": missing[:5],
         "splits": sizes,
         "split_mismatches": {s: {"card": w, "found": f} for s, (w, f) in mismatches.items()},
+        "notes": ds.notes,
+        "domains": sorted(set(ds.domains)) if ds.domains is not None else [],
         "prepared": str(base.with_suffix(".npz")),
     }

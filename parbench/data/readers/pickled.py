@@ -22,7 +22,8 @@ from parbench.errors import ParbenchError
 
 
 def column_names(obj: dict, label: np.ndarray, path: Path) -> list[str]:
-    names = [str(n) for n in get(obj, "attr_name", path)]
+    key = "attr_name" if "attr_name" in obj or "attributes" not in obj else "attributes"  # MSP60K's: attributes
+    names = [str(n) for n in get(obj, key, path)]
     if len(names) == label.shape[1]:
         return names
     idx = obj.get("label_idx", {}).get("eval") if isinstance(obj.get("label_idx"), dict) else None
@@ -40,6 +41,10 @@ def read_pickled(card: Card, pickle_path: str | Path, root: str | Path, partitio
     if label.ndim != 2:
         raise ParbenchError(path, "a 2-D label matrix", f"shape {label.shape}")
     names = column_names(obj, label, path)
+    if card.reader == "msp60k_json":
+        from parbench.data.readers.msp60k import check_derived
+
+        check_derived(names, label, path)
     where = {n: i for i, n in enumerate(names)}
     missing = [a for a in card.attribute_names if a not in where]
     if missing:
