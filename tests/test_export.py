@@ -23,7 +23,7 @@ def _demo_spec(method: str, out: Path) -> RunSpec:
     from parbench.demo import suites_dir
 
     spec = next(s for s in load_suite(suites_dir() / "demo.toml").specs if s.method == method and s.seed == 0)
-    over = {**spec.overrides, **FAST, "cache_images": False}
+    over = {**spec.overrides, **FAST, "cache_images": "off"}
     if method == "vtb":  # phrase vectors from a file: the demo's tiny-CLIP encoder would pretrain it here (a minute)
         vectors = out.parent / "phrases.npy"
         np.save(vectors, np.random.default_rng(0).standard_normal((12, 64)).astype(np.float32))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from parbench.cli.common import JsonOut, Partition, Root, datasets_app, err, out, print_json
+from parbench.cli.common import JsonOut, Partition, Root, Sets, datasets_app, err, out, overrides, print_json
 from parbench.errors import ParbenchError
 
 
@@ -83,6 +83,19 @@ def datasets_prepare(
     name: Annotated[str, typer.Argument(help="Dataset name, or a card file (.toml).")],
     root: Root = None,
     partition: Partition = 0,
+    images: Annotated[
+        bool,
+        typer.Option(
+            "--images",
+            help="Also decode, crop and resize every image once into the decoded-image cache, at the size the "
+            "run of --method / --backbone feeds its model.",
+        ),
+    ] = False,
+    method: Annotated[str, typer.Option(help="With --images: the method whose input size is cached.")] = "finetune",
+    backbone: Annotated[
+        str | None, typer.Option(help="With --images: the backbone (method default if omitted).")
+    ] = None,
+    set_: Sets = None,
     as_json: JsonOut = False,
 ) -> None:
     """Read the originals once, check images and split sizes, write the fast prepared copy."""
@@ -90,6 +103,25 @@ def datasets_prepare(
 
     with err.status(f"preparing {name}") as status:
         rep = prepare_dataset(name, root, partition, progress=lambda i, n: status.update(f"checking images {i}/{n}"))
+    if images:
+        from parbench.engine.image_prep import prepare_images
+        from parbench.engine.spec import RunSpec
+        from parbench.progress import progress_bar
+
+        spec = RunSpec(
+            dataset=name,
+            method=method,
+            backbone=backbone,
+            root=str(root) if root else None,
+            partition=partition,
+            overrides=overrides(None, set_),
+        )
+        bar = progress_bar(as_json)
+        if bar:
+            with bar:
+                rep["image_cache"] = prepare_images(spec, progress=bar)
+        else:
+            rep["image_cache"] = prepare_images(spec)
     if as_json:
         return print_json(rep)
     out.print(f"{rep['dataset']}: {rep['images']} samples, splits {rep['splits']}")
@@ -102,6 +134,12 @@ def datasets_prepare(
     for note in rep["notes"]:
         err.print(f"note: {note}", markup=False, highlight=False)
     out.print(f"prepared: {rep['prepared']}")
+    for c in rep.get("image_cache", []):
+        rate = f", {c['images_per_s']:.0f} images/s on {c['workers']} workers" if c.get("images_per_s") else ""
+        what = f"{c['decoded_now']} decoded now, {c['decoded_before']} before{rate}" if "decoded_now" in c else ""
+        out.print(
+            f"image cache {c['split']}: {c['images']} images {what} -> {c['cache']}", markup=False, highlight=False
+        )
 
 
 @datasets_app.command("audit")

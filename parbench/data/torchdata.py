@@ -55,31 +55,38 @@ def load_image(ds: PARDataset, i: int) -> Image.Image:
 class ImageSplit(torch.utils.data.Dataset):
     """Samples of one split through an `ImageTransform`.
 
-    With `cache`, each image's deterministic part (decode + resize, uint8) is kept in memory after its first
-    use, so later epochs only augment and normalise. With `aug_seed`, each sample's augmentation draws from its
-    own generator seeded by (aug_seed, epoch, image index): the same image gets the same crop and flip in an
-    epoch whatever the batch order, the number of loader workers or the number of processes (DDP).
+    With `cache` (an `ImageCache`, see data/image_cache.py), each image's deterministic part (decode, crop,
+    resize: uint8) is read from the shared memory-mapped cache, written there by whichever process decoded it
+    first, so later epochs, workers and runs only augment and normalise. With `aug_seed`, each sample's
+    augmentation draws from its own generator seeded by (aug_seed, epoch, image index): the same image gets the
+    same crop and flip in an epoch whatever the batch order, the number of loader workers or of processes (DDP).
     """
 
-    def __init__(
-        self, ds: PARDataset, indices: np.ndarray, transform, cache: bool = False, aug_seed: int | None = None
-    ):
+    takes_epoch = True  # training batches come as (position, epoch): see engine.dist.EpochBatches
+
+    def __init__(self, ds: PARDataset, indices: np.ndarray, transform, cache=None, aug_seed: int | None = None):
         self.ds, self.indices, self.transform = ds, np.asarray(indices, dtype=np.int64), transform
-        self._cache: dict[int, torch.Tensor] | None = {} if cache else None
+        self.cache = cache
         self.aug_seed = aug_seed
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k: int):
+    def __getitem__(self, k):
+        """k: a position in the split, or (position, epoch) from `EpochBatches` (the epoch that seeds the
+        augmentation; a loader whose workers persist across epochs cannot set `self.epoch` in them)."""
+        epoch = self.epoch
+        if isinstance(k, tuple):
+            k, epoch = k
+        k = int(k)
         i = int(self.indices[k])
-        x = self._cache.get(i) if self._cache is not None else None
+        x = self.cache.get(k) if self.cache is not None else None
         if x is None:
             x = self.transform.base(load_image(self.ds, i))
-            if self._cache is not None:
-                self._cache[i] = x
+            if self.cache is not None:
+                self.cache.put(k, x)
         if self.transform.train:
-            seed = None if self.aug_seed is None else (self.aug_seed, self.epoch, i)
+            seed = None if self.aug_seed is None else (self.aug_seed, epoch, i)
             x = self.transform.augment(x, np.random.default_rng(seed))
         return self.transform.normalize(x), torch.from_numpy(self.ds.labels[i].astype(np.int64)), i

@@ -47,8 +47,13 @@ class TrainConfig:
     select_on: str = "auto"  # "auto" = card; "val", "carve" (seeded val from train), "last" or "test"
     carve_fraction: float = 0.1  # share of the train split held out when select_on = "carve"
     select_protocol: str = "promptpar"  # whose mA picks the best epoch (threshold 0.45 or 0.5); both are reported
-    num_workers: int = 0  # DataLoader workers (0 keeps CPU runs bit-for-bit reproducible)
-    cache_images: bool = False  # keep decoded images in memory (small datasets)
+    # DataLoader workers: -1 = chosen from the cores on CUDA, none on CPU (engine.train.loader_workers). Not part
+    # of a run's identity: augmentation is seeded per image, so any number of workers gives the same numbers
+    num_workers: int = -1
+    # the decoded-image cache (data/image_cache.py): "auto" = for boxed and letterboxed sources (WIDER), "on",
+    # "off"; true/false read as on/off. Same pixels either way, so not part of the identity
+    cache_images: str = "auto"
+    cache_images_gb: float = 64.0  # bound on the cache folder; the least recently used files go first
     device: str = "auto"  # "auto", "cpu", "cuda"
     amp: bool = True  # bf16 autocast on CUDA (fp32 on CPU regardless)
     grad_checkpointing: bool = False  # recompute frozen-tower activations in backward (saves memory)
@@ -76,14 +81,15 @@ class TrainConfig:
         "train_split": ("auto", "train", "trainval"),
         "device": ("auto", "cpu", "cuda"),
         "logger": ("none", "tensorboard", "wandb"),
+        "cache_images": ("auto", "on", "off"),
     }
     RANGES: ClassVar[dict] = {  # (low, high), inclusive; None = open
         "epochs": (0, None), "batch_size": (1, None), "eval_batch_size": (1, None), "lr": (0.0, None),
         "weight_decay": (0.0, None), "momentum": (0.0, 1.0), "warmup_epochs": (0, None),
         "warmup_lr_init": (0.0, 1.0), "min_lr": (0.0, 1.0), "clip_grad": (0.0, None),
-        "aux_loss_weight": (0.0, None), "pad": (0, None), "carve_fraction": (0.0, 1.0), "num_workers": (0, None),
-        "max_steps": (0, None), "limit": (0, None), "bootstrap": (0, None), "plateau_factor": (0.0, 1.0),
-        "plateau_patience": (0, None), "ema_decay": (0.0, 1.0),
+        "aux_loss_weight": (0.0, None), "pad": (0, None), "carve_fraction": (0.0, 1.0), "num_workers": (-1, None),
+        "cache_images_gb": (0.0, None), "max_steps": (0, None), "limit": (0, None), "bootstrap": (0, None),
+        "plateau_factor": (0.0, 1.0), "plateau_patience": (0, None), "ema_decay": (0.0, 1.0),
     }  # fmt: skip
 
 
@@ -101,8 +107,9 @@ LATER_DEFAULTS: dict[str, Any] = {
 }
 
 
-# Settings that cannot change a run's numbers and so are no part of its identity: where its epochs are also logged.
-NOT_IDENTITY = {"logger"}
+# Settings that cannot change a run's numbers and so are no part of its identity: where its epochs are also logged,
+# how many processes decode its images (tests/test_data_path.py checks 0, 1 and 4 give the same numbers).
+NOT_IDENTITY = {"logger", "num_workers", "cache_images", "cache_images_gb"}
 
 
 def identity_settings(cfg: TrainConfig) -> dict[str, Any]:
@@ -114,8 +121,14 @@ def identity_settings(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
+SWITCHES = {"cache_images"}  # "auto" / "on" / "off" settings that also take true / false
+
+
 def _coerce(name: str, value: Any, default: Any, source: str) -> Any:
     kind = type(default)
+    if name in SWITCHES:  # an on/off setting with an automatic default: true = on
+        words = {True: "on", False: "off", "true": "on", "false": "off", "yes": "on", "no": "off"}
+        value = words.get(value.strip().lower() if isinstance(value, str) else value, value)
     if isinstance(value, str) and kind is not str:
         words = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
         if value.strip().lower() in words:

@@ -92,6 +92,34 @@ class GlobalBatchSampler(torch.utils.data.Sampler):
         return len(self.batches)
 
 
+class EpochBatches(torch.utils.data.Sampler):
+    """The training batches of one epoch after another from one loader (so its workers persist across epochs):
+    `set_epoch(e)` draws epoch e's `GlobalBatchSampler`, and every index goes out tagged with its epoch, so a
+    worker process seeds the image's augmentation by (seed, epoch, image) without any state sent to it (for
+    datasets that declare `takes_epoch`, like `ImageSplit`; others get plain indices)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int, drop_last: bool = False, tag: bool = True):
+        self.n, self.batch_size, self.seed, self.drop_last, self.tag = n, batch_size, seed, drop_last, tag
+        self.set_epoch(1)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        self._batches = GlobalBatchSampler(self.n, self.batch_size, self.seed, epoch, drop_last=self.drop_last)
+
+    @property
+    def weights(self) -> list[float]:
+        return self._batches.weights
+
+    def __iter__(self):
+        if not self.tag:  # a dataset without augmentation (tensors): plain indices
+            return iter(self._batches.batches)
+        e = self.epoch
+        return iter([[(i, e) for i in batch] for batch in self._batches.batches])
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+
 class ShardSampler(torch.utils.data.Sampler):
     """Evaluation shard: indices rank, rank + N, ... (padded with repeats to equal length)."""
 

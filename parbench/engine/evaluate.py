@@ -7,36 +7,17 @@ same cached features through the same head.
 
 from __future__ import annotations
 
-import hashlib
-import os
-
 import numpy as np
 import torch
 
 from parbench.data.dataset import PARDataset
+from parbench.data.image_cache import images_stamp, split_cache
 from parbench.data.torchdata import ImageSplit
 from parbench.data.transforms import build_transform, describe
 from parbench.engine.build import Built
 from parbench.engine.features import FeatureHead, cached_features
 from parbench.engine.train import epoch_loader, predict
 from parbench.methods import method_where
-
-
-def images_stamp(ds: PARDataset, idx: np.ndarray) -> str:
-    """Digest of (path, size, mtime) of the images behind `idx`: cached features of images replaced in place
-    are not reused. A stat per image, not a read: milliseconds for 10,000 images."""
-    h = hashlib.sha256()
-    root = str(ds.root)
-    for i in np.asarray(idx).tolist():
-        rel = ds.relpaths[i]
-        try:
-            st = os.stat(f"{root}/{rel}")
-            h.update(f"{rel}:{st.st_size}:{st.st_mtime_ns};".encode())
-        except OSError:
-            h.update(f"{rel}:-;".encode())
-    if ds.boxes is not None:
-        h.update(np.ascontiguousarray(ds.boxes[idx]).tobytes())
-    return h.hexdigest()
 
 
 def feature_cache_key(built: Built, ds: PARDataset, idx: np.ndarray) -> dict:
@@ -85,7 +66,10 @@ def predict_split(
         if built.compiled is None:
             built.compiled = torch.compile(built.model)
         model = built.compiled
-    loader = epoch_loader(ImageSplit(ds, idx, transform), cfg.eval_batch_size, 0, 0, cfg.num_workers, shuffle=False)
+    cache = split_cache(ds, idx, built.preprocess, cfg, info, "image_cache")
+    loader = epoch_loader(
+        ImageSplit(ds, idx, transform, cache), cfg.eval_batch_size, 0, 0, cfg.num_workers, shuffle=False
+    )
     task = progress.add_task("evaluating", total=len(idx)) if progress else None
     tick = (lambda n: progress.advance(task, n)) if progress else None
     try:

@@ -31,6 +31,14 @@ class FeatureHead(nn.Module):
         return {"logits": self.head(feats)}
 
 
+class FeatureSplit(torch.utils.data.TensorDataset):
+    """(feature, labels, index) rows; takes the (position, epoch) items of training batches too (a feature has
+    no augmentation, so the epoch is dropped)."""
+
+    def __getitem__(self, k):
+        return super().__getitem__(k[0] if isinstance(k, tuple) else k)
+
+
 def feature_key(key: dict, idx: np.ndarray) -> str:
     blob = json.dumps(key, sort_keys=True, default=str) + hashlib.sha256(np.asarray(idx).tobytes()).hexdigest()
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
@@ -38,13 +46,18 @@ def feature_key(key: dict, idx: np.ndarray) -> str:
 
 @torch.no_grad()
 def encode_split(model, ds, idx, transform, device, cfg, progress=None) -> np.ndarray:
-    loader = torch.utils.data.DataLoader(
-        ImageSplit(ds, idx, transform), batch_size=cfg.eval_batch_size, shuffle=False, num_workers=cfg.num_workers
-    )
+    from parbench.engine.train import _loader_options, loader_workers
+
+    opts = _loader_options(loader_workers(cfg.num_workers, device))
+    opts["persistent_workers"] = False  # one pass
+    from parbench.data.image_cache import split_cache
+
+    cache = split_cache(ds, idx, transform.pre, cfg)
+    loader = torch.utils.data.DataLoader(ImageSplit(ds, idx, transform, cache), batch_size=cfg.eval_batch_size, **opts)
     task = progress.add_task("encoding", total=len(idx)) if progress else None
     out = []
     for images, _, _ in loader:
-        out.append(model.encode(images.to(device)).float().cpu().numpy())
+        out.append(model.encode(images.to(device, non_blocking=True)).float().cpu().numpy())
         if progress:
             progress.advance(task, len(images))
     if progress:
@@ -73,6 +86,6 @@ def cached_features(model, ds, idx, transform, device, cfg, key: dict, progress=
 
             atomic_write(path, write)
     labels = torch.from_numpy(ds.labels[idx].astype(np.int64))
-    out = torch.utils.data.TensorDataset(torch.from_numpy(feats), labels, torch.from_numpy(np.asarray(idx)))
+    out = FeatureSplit(torch.from_numpy(feats), labels, torch.from_numpy(np.asarray(idx)))
     out.from_cache = hit
     return out

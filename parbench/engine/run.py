@@ -30,6 +30,7 @@ from parbench import __version__
 from parbench.atomic import save_npz, save_torch, write_text
 from parbench.cards import Card, load_card
 from parbench.data.dataset import PARDataset
+from parbench.data.image_cache import split_cache
 from parbench.data.torchdata import ImageSplit
 from parbench.data.transforms import build_transform
 from parbench.engine import dist, memory
@@ -39,7 +40,7 @@ from parbench.engine.evaluate import feature_cache_key, predict_split
 from parbench.engine.features import FeatureHead, cached_features
 from parbench.engine.params import trainable_state
 from parbench.engine.spec import RunSpec, group_key, identity_key, load_data
-from parbench.engine.train import History, fit, pick_device, published_protocol
+from parbench.engine.train import History, fit, loader_workers, pick_device, published_protocol
 from parbench.errors import Diverged, ParbenchError
 from parbench.methods import MethodSpec, get_method, method_where
 from parbench.metrics import PROTOCOLS, bootstrap_ci, protocol_metrics, ranking_metrics
@@ -197,6 +198,7 @@ def _train(
     resume: bool,
     progress,
     test_idx=None,
+    cache_info: dict | None = None,
 ) -> History:
     """fit, with the run's logger (TensorBoard, W&B) following its epochs where one is asked for."""
     from parbench.engine.loggers import open_logger
@@ -205,7 +207,7 @@ def _train(
     pos_ratio = (ds.labels[train_idx] == 1).mean(0).astype(np.float32)
     tracked = test_idx if cfg.track_test else None
     model, train_set, select_set, test_set = _training_inputs(
-        built, ds, train_idx, select_idx, tracked, cfg, plan.spec.seed, device, progress
+        built, ds, train_idx, select_idx, tracked, cfg, plan.spec.seed, device, progress, cache_info
     )
     logger = (
         open_logger(plan.cfg.logger, plan.run_dir, plan.key, plan.run_dir.name, _resolved(plan))
@@ -234,9 +236,12 @@ def _train(
             logger.close()
 
 
-def _training_inputs(built: Built, ds: PARDataset, train_idx, select_idx, test_idx, cfg, seed: int, device, progress):
+def _training_inputs(
+    built: Built, ds: PARDataset, train_idx, select_idx, test_idx, cfg, seed: int, device, progress, cache_info=None
+):
     """(model, train set, selection set or None, tracked test set or None): a feature method trains its head on
-    cached features (encoded once, on disk), any other method its model on images."""
+    cached features (encoded once, on disk), any other method its model on images (through the decoded-image
+    cache where the run uses one; `cache_info` says which)."""
     if built.method.uses_features:
         t_eval = build_transform(built.preprocess, False)
         feats = {
@@ -247,14 +252,16 @@ def _training_inputs(built: Built, ds: PARDataset, train_idx, select_idx, test_i
             if idx is not None
         }
         return FeatureHead(built.model), feats["train"], feats.get("select"), feats.get("test")
+    pre = built.preprocess
+    cache = lambda idx, name: split_cache(ds, idx, pre, cfg, cache_info, name)
     train_set = ImageSplit(
-        ds, train_idx, build_transform(built.preprocess, True, cfg.pad, cfg.flip), cfg.cache_images, aug_seed=seed
+        ds, train_idx, build_transform(pre, True, cfg.pad, cfg.flip), cache(train_idx, "train"), aug_seed=seed
     )
     select_set = test_set = None
     if select_idx is not None:
-        select_set = ImageSplit(ds, select_idx, build_transform(built.preprocess, False), cfg.cache_images)
+        select_set = ImageSplit(ds, select_idx, build_transform(pre, False), cache(select_idx, "select"))
     if test_idx is not None:
-        test_set = ImageSplit(ds, test_idx, build_transform(built.preprocess, False), cfg.cache_images)
+        test_set = ImageSplit(ds, test_idx, build_transform(pre, False), cache(test_idx, "test"))
     return built.model, train_set, select_set, test_set
 
 
@@ -401,10 +408,21 @@ def run(spec: RunSpec) -> dict:
     progress = progress_bar(spec.quiet or not main)
     with progress or contextlib.nullcontext():
         t_fit = time.perf_counter()
+        cache_info: dict = {}
         if plan.method.trains and cfg.epochs > 0:
             try:
                 hist = _train(
-                    plan, built, ds, train_idx, select_idx, selected_on, device, state == "resume", progress, test_idx
+                    plan,
+                    built,
+                    ds,
+                    train_idx,
+                    select_idx,
+                    selected_on,
+                    device,
+                    state == "resume",
+                    progress,
+                    test_idx,
+                    cache_info,
                 )
             except Diverged as e:
                 if main:
@@ -469,6 +487,9 @@ def run(spec: RunSpec) -> dict:
         "train_images_per_s": float(np.mean(ips)) if ips else 0.0,
         "eval_images_per_s": len(test_idx) / max(eval_s, 1e-9),
         "eval_timed": "head on cached features" if info.get("features_cached") else "end to end",
+        # which splits were read through the decoded-image cache (file, and how much of it was there already)
+        "image_cache": {**cache_info, **({"eval": info["image_cache"]} if "image_cache" in info else {})},
+        "data_workers": loader_workers(cfg.num_workers, device),
         "train_timed": "head on cached features" if built.method.uses_features else "end to end",
         "peak_mem_mb": max((e.get("peak_mem_mb", 0.0) for e in rows), default=0.0),
         "peak_eval_mem_mb": peak_eval,

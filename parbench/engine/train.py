@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import random
 import time
 from collections.abc import Callable
@@ -55,12 +54,15 @@ def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimize
     for g in groups:
         g.setdefault("base_lr", g["lr"])
         g.setdefault("warmup_epochs", cfg.warmup_epochs)
+    # on CUDA the fused kernels (one launch for every parameter); on CPU the default loop, bit-for-bit as before
+    params = [p for g in groups for p in g["params"]]
+    fused = {"fused": True} if params and all(p.is_cuda and p.is_floating_point() for p in params) else {}
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     if cfg.optimizer == "adam":  # coupled L2: weight_decay * w joins the gradient (Rethinking_of_PAR's Adam)
-        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
     raise ParbenchError("optimizer", "sgd, adamw or adam", cfg.optimizer)
 
 
@@ -70,18 +72,44 @@ def set_epoch_lr(opt: torch.optim.Optimizer, epoch: int, cfg: TrainConfig) -> li
     return [g["lr"] for g in opt.param_groups]
 
 
+def loader_workers(num_workers: int, device: torch.device | None = None) -> int:
+    """The DataLoader workers a run uses: the setting, or (-1, the default) one per core this process may use on
+    CUDA, shared among the processes of this machine and at most 16 (decoding is the data path's cost); none on
+    CPU, where the model competes with the workers for the same cores."""
+    if num_workers >= 0:
+        return num_workers
+    device = device or dist.device("auto")
+    if device.type != "cuda":
+        return 0
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_process = cores // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(16, per_process - 1))
+
+
+def _loader_options(num_workers: int) -> dict:
+    """Pinned memory on CUDA (so the non_blocking copies overlap compute); workers kept across epochs and each
+    4 batches ahead."""
+    opts: dict = {"num_workers": num_workers, "pin_memory": torch.cuda.is_available()}
+    if num_workers > 0:
+        opts.update(persistent_workers=True, prefetch_factor=4)
+    return opts
+
+
 def epoch_loader(
     dataset, batch_size: int, seed: int, epoch: int, num_workers: int, shuffle: bool = True, drop_last: bool = False
 ):
-    """Training (shuffle): this process's chunks of the global batches of a permutation fixed by (seed, epoch).
+    """Training (shuffle): this process's chunks of the global batches of a permutation fixed by (seed, epoch),
+    from a loader that serves the later epochs too (`loader.batch_sampler.set_epoch(e)`: its workers persist).
     Evaluation: this process's shard in dataset order (everything with one process); see engine/dist.py."""
-    pin = torch.cuda.is_available()
+    opts = _loader_options(loader_workers(num_workers))
     if shuffle:
-        sampler = dist.GlobalBatchSampler(len(dataset), batch_size, seed, epoch, drop_last=drop_last)
-        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=num_workers, pin_memory=pin)
-    return torch.utils.data.DataLoader(
-        dataset, batch_size=batch_size, sampler=dist.ShardSampler(len(dataset)), num_workers=num_workers, pin_memory=pin
-    )
+        tag = getattr(dataset, "takes_epoch", False)
+        sampler = dist.EpochBatches(len(dataset), batch_size, seed, drop_last=drop_last, tag=tag)
+        sampler.set_epoch(epoch)
+        return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, **opts)
+    return torch.utils.data.DataLoader(dataset, batch_size=batch_size, sampler=dist.ShardSampler(len(dataset)), **opts)
 
 
 def _loss(out: dict, labels: torch.Tensor, pos_ratio: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
@@ -89,6 +117,15 @@ def _loss(out: dict, labels: torch.Tensor, pos_ratio: torch.Tensor, cfg: TrainCo
     for aux in out.get("aux", ()):
         loss = loss + cfg.aux_loss_weight * weighted_bce(aux, labels, pos_ratio, cfg.unspecified)
     return loss
+
+
+SYNC_EVERY = 50  # steps between reads of the on-device loss and divergence flags
+
+
+def _raise_if_diverged(first_bad: torch.Tensor, bad_value: torch.Tensor, epoch: int) -> None:
+    step = int(first_bad)
+    if step > 0:
+        raise Diverged(epoch, step, float(bad_value))
 
 
 def train_epoch(
@@ -104,18 +141,26 @@ def train_epoch(
     after_step: Callable[[], None] | None = None,
 ) -> dict:
     model.train()
-    total, n_img, steps, t0 = 0.0, 0, 0, time.perf_counter()
+    n_img, steps, t0 = 0, 0, time.perf_counter()
+    # the loss sum and the first non-finite step stay on the device: reading them is a host sync, done once per
+    # SYNC_EVERY steps and at the end of the epoch, not per step (the check itself still runs every step)
+    total = torch.zeros((), dtype=torch.float64, device=device)
+    first_bad = torch.full((), -1, dtype=torch.int64, device=device)
+    bad_value = torch.zeros((), dtype=torch.float32, device=device)
     groups = [[p for p in g["params"] if p.requires_grad] for g in opt.param_groups]
     weights = getattr(loader.batch_sampler, "weights", None)
     for step, (images, labels, _) in enumerate(loader):
-        images, labels = images.to(device, non_blocking=True), labels.to(device)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast(device, cfg):
             out = model(images)
         check_output(out, len(images), labels.shape[1], where)
         loss = _loss(out, labels, pos_ratio, cfg)
-        value = float(loss.detach())
-        if not math.isfinite(value):  # diverged: stop now, never score a model of NaNs as chance
-            raise Diverged(epoch, step + 1, value)
+        value = loss.detach()
+        new_bad = (~torch.isfinite(value)) & (first_bad < 0)
+        first_bad = torch.where(new_bad, torch.full_like(first_bad, step + 1), first_bad)
+        bad_value = torch.where(new_bad, value.float(), bad_value)
+        if (step + 1) % SYNC_EVERY == 0:
+            _raise_if_diverged(first_bad, bad_value, epoch)  # diverged: stop, never score a model of NaNs
         opt.zero_grad(set_to_none=True)
         # this process's share of the global batch (1.0 alone): DDP's gradient mean = the global batch mean
         (loss * (weights[step] if weights else 1.0)).backward()
@@ -127,16 +172,17 @@ def train_epoch(
         opt.step()
         if after_step is not None:
             after_step()
-        total += value * len(images)
+        total += value.double() * len(images)
         n_img += len(images)
         steps += 1
         if tick:
             tick(len(images))
         if cfg.max_steps and steps >= cfg.max_steps:
             break
+    _raise_if_diverged(first_bad, bad_value, epoch)
     dt = time.perf_counter() - t0
     return {
-        "loss": total / max(n_img, 1),
+        "loss": float(total) / max(n_img, 1),
         "images": n_img,
         "images_per_s": n_img / max(dt, 1e-9),
         "seconds": dt,
@@ -282,23 +328,27 @@ def fit(
         _set_rng_state(ck["rng"])
         if write:  # the log holds exactly the checkpointed epochs (an interrupt can fall between the two)
             write_text(run_dir / "log.jsonl", "".join(json.dumps(r) + "\n" for r in hist.epochs))
+    # one loader per split for the whole fit: with workers, they start once, not once per epoch
+    loader = epoch_loader(train_set, cfg.batch_size, seed, start, cfg.num_workers, drop_last=cfg.drop_last)
+    sl = tl = None
+    if select_set is not None and select_on != "last":
+        sl = epoch_loader(select_set, cfg.eval_batch_size, seed, 0, cfg.num_workers, shuffle=False)
+    if test_set is not None:
+        tl = epoch_loader(test_set, cfg.eval_batch_size, seed, 0, cfg.num_workers, shuffle=False)
     for epoch in range(start, cfg.epochs + 1):
         lrs = set_epoch_lr(opt, epoch, cfg) if plateau is None else [g["lr"] for g in opt.param_groups]
-        loader = epoch_loader(train_set, cfg.batch_size, seed, epoch, cfg.num_workers, drop_last=cfg.drop_last)
+        loader.batch_sampler.set_epoch(epoch)
         n_steps = len(loader) if not cfg.max_steps else min(len(loader), cfg.max_steps)
         task = progress.add_task(f"epoch {epoch}/{cfg.epochs}", total=n_steps * cfg.batch_size) if progress else None
         tick = (lambda n, t=task: progress.advance(t, n)) if progress else None
         memory.reset_peak(device)
-        if hasattr(train_set, "epoch"):
-            train_set.epoch = epoch  # per-image augmentation seeds follow the epoch
         update = (lambda: ema.update(model)) if ema is not None else None
         stats = train_epoch(trained, loader, opt, pos, cfg, device, tick, epoch, where, update)
         if progress:
             progress.remove_task(task)
         row = {"epoch": epoch, "lr": lrs, **stats, "peak_mem_mb": memory.peak_mb(device)}
         plateau_loss = stats["loss"]  # without a selection split, the training loss
-        if select_set is not None and select_on != "last":
-            sl = epoch_loader(select_set, cfg.eval_batch_size, seed, 0, cfg.num_workers, shuffle=False)
+        if sl is not None:
             with ema.applied(model) if ema is not None else contextlib.nullcontext():  # the EMA is what is selected
                 sel: dict = {}
                 probs, labels = predict(model, sl, device, cfg, where=where, pos_ratio=pos, stats=sel)
@@ -307,8 +357,7 @@ def fit(
                 plateau_loss = sel.get("loss", plateau_loss)
                 if m.ma > hist.best_score:  # strict: ties keep the earlier epoch
                     hist.best_score, hist.best_epoch, best_state = m.ma, epoch, trainable_state(model)
-        if test_set is not None:  # the published protocol: test after every epoch, read, never used to select
-            tl = epoch_loader(test_set, cfg.eval_batch_size, seed, 0, cfg.num_workers, shuffle=False)
+        if tl is not None:  # the published protocol: test after every epoch, read, never used to select
             with ema.applied(model) if ema is not None else contextlib.nullcontext():
                 probs, labels = predict(model, tl, device, cfg, where=where)
             row["test"] = {
