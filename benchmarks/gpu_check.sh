@@ -10,3 +10,7 @@ PY=${PYTHON:-python3}
 PYTHONUNBUFFERED=1 "$PY" benchmarks/gpu_promptpar.py "$@"
 PYTHONUNBUFFERED=1 "$PY" benchmarks/promptpar_speed.py --device cuda --train-batch 16 --eval-batch 64 --steps 5 \
   --warmup 2 --compile ${REFERENCE:+--reference "$REFERENCE"}
+# (3) the data path: end-to-end against model-only images/s on real-format crops and WIDER scenes, with the
+# machine's cores (ViT-L/14, random weights, bf16 autocast), then the tiny model for the CPU comparison
+PYTHONUNBUFFERED=1 "$PY" benchmarks/end_to_end.py --device cuda --backbone ViT-L-14 \
+  --methods promptpar,finetune,linear-probe --images 2048 --scenes 256 --batch 64 --json "${OUT:-.}/end_to_end.json"

@@ -97,6 +97,13 @@ class ImageCache:
             return None
         return torch.from_numpy(np.array(self._rows[k]))
 
+    def rows_if_filled(self, ks: np.ndarray) -> np.ndarray | None:
+        """The rows of positions `ks` (one gather, a copy), or None unless every one is filled."""
+        self._open()
+        if not self._flags[ks].all():
+            return None
+        return np.asarray(self._rows[ks])
+
     def put(self, k: int, x: torch.Tensor) -> None:
         self._open()
         self._rows[k] = x.numpy()

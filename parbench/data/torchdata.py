@@ -90,3 +90,31 @@ class ImageSplit(torch.utils.data.Dataset):
             seed = None if self.aug_seed is None else (self.aug_seed, epoch, i)
             x = self.transform.augment(x, np.random.default_rng(seed))
         return self.transform.normalize(x), torch.from_numpy(self.ds.labels[i].astype(np.int64)), i
+
+    def __getitems__(self, ks: list) -> list:
+        """A whole batch at once where nothing differs per image (evaluation, every image already in the
+        cache): one gather from the cache and one normalisation of the batch, the same values as image by
+        image (`collate` passes the result through). Otherwise the per-image path."""
+        if self.transform.train or self.cache is None or not ks or isinstance(ks[0], tuple):
+            return [self[k] for k in ks]
+        pos = np.asarray(ks, dtype=np.int64)
+        rows = self.cache.rows_if_filled(pos)
+        if rows is None:
+            return [self[k] for k in ks]
+        idx = self.indices[pos]
+        x = torch.from_numpy(self.transform.normalize_array(rows))
+        return [_Batch(x, torch.from_numpy(self.ds.labels[idx].astype(np.int64)), torch.from_numpy(idx))]
+
+
+class _Batch(tuple):
+    """A batch already collated by `ImageSplit.__getitems__`."""
+
+    def __new__(cls, *parts):
+        return super().__new__(cls, parts)
+
+
+def collate(samples: list):
+    """default_collate, except for a batch `ImageSplit.__getitems__` built whole."""
+    if len(samples) == 1 and isinstance(samples[0], _Batch):
+        return list(samples[0])
+    return torch.utils.data.default_collate(samples)

@@ -91,7 +91,9 @@ def loader_workers(num_workers: int, device: torch.device | None = None) -> int:
 def _loader_options(num_workers: int) -> dict:
     """Pinned memory on CUDA (so the non_blocking copies overlap compute); workers kept across epochs and each
     4 batches ahead."""
-    opts: dict = {"num_workers": num_workers, "pin_memory": torch.cuda.is_available()}
+    from parbench.data.torchdata import collate
+
+    opts: dict = {"num_workers": num_workers, "pin_memory": torch.cuda.is_available(), "collate_fn": collate}
     if num_workers > 0:
         opts.update(persistent_workers=True, prefetch_factor=4)
     return opts
