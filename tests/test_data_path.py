@@ -172,3 +172,18 @@ def test_divergence_is_caught_on_device_at_its_exact_step():
     with pytest.raises(Diverged) as e:
         train_epoch(model, loader, opt, torch.full((2,), 0.5), TrainConfig(), torch.device("cpu"), epoch=2)
     assert (e.value.epoch, e.value.step) == (2, 3)
+
+
+def test_a_cached_evaluation_batch_is_gathered_whole_with_the_same_values(wider):
+    from parbench.data.torchdata import collate
+
+    idx = wider.partition("test")
+    pre = _pre()
+    cache, _ = open_cache(wider, idx, pre, 1.0)
+    split = ImageSplit(wider, idx, build_transform(pre, False), cache)
+    one_by_one = collate([split[k] for k in range(len(idx))])  # fills the cache
+    whole = collate(split.__getitems__(list(range(len(idx)))))
+    for a, b in zip(whole, one_by_one, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    fresh = ImageSplit(wider, idx, build_transform(pre, False), open_cache(wider, idx, _pre(size=(8, 8)), 1.0)[0])
+    assert len(fresh.__getitems__([0, 1])) == 2  # not cached yet: image by image
