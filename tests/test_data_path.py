@@ -185,5 +185,6 @@ def test_a_cached_evaluation_batch_is_gathered_whole_with_the_same_values(wider)
     whole = collate(split.__getitems__(list(range(len(idx)))))
     for a, b in zip(whole, one_by_one, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-    fresh = ImageSplit(wider, idx, build_transform(pre, False), open_cache(wider, idx, _pre(size=(8, 8)), 1.0)[0])
+    small = _pre(size=(8, 8))
+    fresh = ImageSplit(wider, idx, build_transform(small, False), open_cache(wider, idx, small, 1.0)[0])
     assert len(fresh.__getitems__([0, 1])) == 2  # not cached yet: image by image
