@@ -17,8 +17,9 @@ class LinearProbe(nn.Module):
         self.head = AttributeHead(backbone.embed_dim, num_attributes)
         self.num_attributes = num_attributes
 
-    @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
+        # no torch.no_grad here: the tower is frozen (no parameter gradients), callers that cache features run
+        # under no_grad, and an attack (parbench robust) needs the gradient with respect to the images
         return encode_image(self.visual, images).float()
 
     def forward(self, images: torch.Tensor) -> dict:

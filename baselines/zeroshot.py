@@ -147,9 +147,9 @@ class ZeroShot(nn.Module):
             bank = cached_text_bank(backbone, card, options)
         self.head = TextHead(bank, clip.logit_scale, bias, head)
 
-    @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """The same features a linear probe of this tower caches (pooled, projected, not normalised)."""
+        """The same features a linear probe of this tower caches (pooled, projected, not normalised); frozen, and
+        differentiable in the images (attacks need that), callers that only read run it under no_grad."""
         return self.clip.visual(images).float()
 
     def forward(self, images: torch.Tensor) -> dict:

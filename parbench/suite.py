@@ -15,6 +15,12 @@
     pretrained = "tv_in1k"
     [eval_on]                  # cross-dataset: runs trained on a dataset are also scored on these
     synthetic = ["synthetic-zs"]
+    [robust]                   # the robustness track for the runs it selects (datasets, seeds; default all)
+    corruptions = ["gaussian_noise", "motion_blur"]
+    severities = [1, 3]
+    attacks = ["fgsm"]
+    eps = ["4/255"]
+    mce_baseline = "finetune"
 
 Finished runs (same key in the store) are skipped, so a crashed suite continues where it stopped;
 `shard = (k, n)` runs the k-th of n deterministic shares.
@@ -47,6 +53,7 @@ _KEYS = {
     "slurm",
     "variants",
     "eval_on",
+    "robust",
 }
 
 
@@ -106,7 +113,7 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
         or not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
     ):
         raise ParbenchError(path, "seeds as a list of integers, e.g. seeds = [0, 1, 2]", repr(seeds))
-    for key in ("set", "methods_set", "roots", "groups", "slurm", "eval_on"):
+    for key in ("set", "methods_set", "roots", "groups", "slurm", "eval_on", "robust"):
         if key in doc and not isinstance(doc[key], dict):
             raise ParbenchError(path, f"[{key}] as a table", repr(doc[key]))
     if not isinstance(doc.get("partition", 0), int):
@@ -126,6 +133,7 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
     for ds, targets in eval_on.items():
         if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
             raise ParbenchError(path, f'[eval_on] {ds} = a list of dataset names, e.g. ["PETA"]', repr(targets))
+    robust, robust_datasets, robust_seeds = _robust_plan(doc.get("robust"), path)
     name = doc.get("name", path.stem)
     run_out = out or doc.get("out", f"runs/{name}")
     specs = []
@@ -158,6 +166,11 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
                             out=run_out,
                             eval_on=list(eval_on.get(ds, [])),
                             eval_roots={t: roots[t] for t in eval_on.get(ds, []) if t in roots},
+                            robust=robust
+                            if robust is not None
+                            and (robust_datasets is None or ds in robust_datasets)
+                            and (robust_seeds is None or seed in robust_seeds)
+                            else None,
                         )
                     )
     return Suite(
@@ -168,6 +181,34 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
         out=run_out,
         slurm=dict(doc.get("slurm", {})),
     )
+
+
+_ROBUST_KEYS = {"corruptions", "severities", "attacks", "eps", "steps", "mce_baseline", "limit", "datasets", "seeds"}
+
+
+def _robust_plan(table: dict | None, path: Path) -> tuple[dict | None, set | None, set | None]:
+    """The suite's [robust] table as RobustPlan fields (checked now, not after the grid has trained), and the
+    datasets and seeds it is limited to (None: all)."""
+    if table is None:
+        return None, None, None
+    unknown = sorted(set(table) - _ROBUST_KEYS)
+    if unknown:
+        raise ParbenchError(path, f"[robust] keys among {', '.join(sorted(_ROBUST_KEYS))}", f"unknown {unknown}")
+    from parbench.robust.evaluate import RobustPlan, parse_eps
+
+    fields = {k: v for k, v in table.items() if k not in ("datasets", "seeds")}
+    for k in ("corruptions", "attacks", "severities"):
+        if k in fields:
+            fields[k] = tuple(fields[k])
+    if "eps" in fields:
+        fields["eps"] = tuple(parse_eps(e) for e in fields["eps"])
+    plan = RobustPlan(**fields)  # validates names, severities and radii
+    from dataclasses import asdict
+
+    out = {k: v for k, v in asdict(plan).items() if k != "extra"}
+    datasets = set(table["datasets"]) if "datasets" in table else None
+    seeds = set(table["seeds"]) if "seeds" in table else None
+    return out, datasets, seeds
 
 
 def shard(specs: list[RunSpec], k: int, n: int) -> list[RunSpec]:
@@ -213,12 +254,31 @@ def pending(suite: Suite, specs: list[RunSpec]) -> list[RunSpec]:
 
     done = done_keys(suite)
     cross = cross_done(suite) if any(s.eval_on for s in specs) else {}
+    robust = robust_done(suite) if any(s.robust for s in specs) else {}
     out = []
     for s in specs:
         key = s.key()
         missing = {load_card(t).name for t in s.eval_on} - cross.get(key, set())
+        if s.robust:
+            from parbench.robust.evaluate import RobustPlan, perturbations
+
+            missing |= set(perturbations(RobustPlan(**s.robust))) - robust.get(key, set())
         if key not in done or missing:
             out.append(s)
+    return out
+
+
+def robust_done(suite: Suite) -> dict[str, set[str]]:
+    """Run key -> the perturbations its robustness records (in the suite's stores) cover."""
+    import json
+
+    from parbench.store import Store
+
+    out: dict[str, set[str]] = {}
+    for path in dict.fromkeys([Path(suite.store), *job_stores(suite)]):
+        if path.is_file():
+            for r in Store(path, create=False).derived("robust"):
+                out.setdefault(r.get("run_key"), set()).add(json.dumps(r.get("perturbation"), sort_keys=True))
     return out
 
 

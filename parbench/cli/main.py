@@ -9,7 +9,7 @@ import sys
 
 import typer
 
-from parbench.cli import datasets, methods, runs, store, suites  # noqa: F401  (they register their commands)
+from parbench.cli import datasets, methods, robust, runs, store, suites  # noqa: F401  (they register their commands)
 from parbench.cli.common import STATE, app, err
 from parbench.errors import ParbenchError
 

@@ -40,6 +40,7 @@ from parbench.engine.evaluate import feature_cache_key, predict_split
 from parbench.engine.features import FeatureHead, cached_features
 from parbench.engine.params import trainable_state
 from parbench.engine.spec import RunSpec, group_key, identity_key, load_data
+from parbench.engine.splits import choose_splits
 from parbench.engine.train import History, fit, loader_workers, pick_device, published_protocol
 from parbench.errors import Diverged, ParbenchError
 from parbench.methods import MethodSpec, get_method, method_where
@@ -77,25 +78,6 @@ def plan_run(spec: RunSpec) -> Plan:
     key = identity_key(identity)
     run_id = f"{card.name}-{method.name}-{backbone}-s{spec.seed}-{key}".replace("/", "_").replace(":", "_")
     return Plan(spec, method, card, cfg, options, backbone, identity, key, Path(spec.out) / run_id)
-
-
-def choose_splits(card: Card, ds: PARDataset, cfg: TrainConfig, seed: int) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """(train indices, selection indices or None, what selected). Never the test split unless asked."""
-    train_split = card.train_split if cfg.train_split == "auto" else cfg.train_split
-    select = card.select_split if cfg.select_on == "auto" else cfg.select_on
-    train = ds.partition(train_split)
-    if select == "carve":
-        rng = np.random.default_rng(seed)
-        perm = rng.permutation(train)
-        n_val = max(1, int(round(cfg.carve_fraction * len(train))))
-        return np.sort(perm[n_val:]), np.sort(perm[:n_val]), f"val carved from {train_split} ({n_val})"
-    if select == "last":
-        return train, None, "last"
-    if select == "val" and "val" not in ds.partitions:
-        raise ParbenchError(card.name, "a val split (or --set select_on=carve|last)", f"splits {ds.splits}")
-    if select == "val" and train_split == "trainval":
-        raise ParbenchError(card.name, "a train split disjoint from val", "train_split=trainval with select_on=val")
-    return train, ds.partition(select), select
 
 
 def _check_images(ds: PARDataset, parts: list[np.ndarray]) -> None:
@@ -348,7 +330,9 @@ def _record_base(plan: Plan, built: Built) -> dict:
 
 def _resolved(plan: Plan) -> dict:
     out = {
-        "run": {k: v for k, v in asdict(plan.spec).items() if k not in ("overrides", "eval_on", "eval_roots")},
+        "run": {
+            k: v for k, v in asdict(plan.spec).items() if k not in ("overrides", "eval_on", "eval_roots", "robust")
+        },
         "train": config_dict(plan.cfg),
     }
     if plan.options is not None:
@@ -362,8 +346,19 @@ def _flops(plan: Plan) -> int | None:
     from parbench.info import build_meta, forward_flops, input_size
 
     cfg, options = resolve_config(plan.method, {**plan.spec.overrides, **plan.method.meta_overrides}, plan.card.name)
-    model, bb = build_meta(plan.method, plan.backbone, plan.card, options)
-    return forward_flops(model, input_size(model, bb, cfg))
+    key = json.dumps(
+        [plan.method.name, plan.method.origin, plan.backbone, plan.card.num_attributes, plan.card.identity_sha256]
+        + [asdict(options) if options is not None else None, asdict(cfg)],
+        sort_keys=True,
+        default=str,
+    )
+    if key not in _FLOPS:  # the same model shape counts the same (both seeds, a grid's repeats): counted once
+        model, bb = build_meta(plan.method, plan.backbone, plan.card, options)
+        _FLOPS[key] = forward_flops(model, input_size(model, bb, cfg))
+    return _FLOPS[key]
+
+
+_FLOPS: dict[str, int | None] = {}
 
 
 def _open_store(path: str | None):
@@ -515,8 +510,15 @@ def run(spec: RunSpec) -> dict:
 
 
 def _cross(plan: Plan, record: dict, store, built: Built | None) -> dict:
-    """The run's cross-dataset scores (`--eval-on`), each its own record; the run's record lists their ids."""
-    if not plan.spec.eval_on or record.get("status", "finished") != "finished" or not dist.is_main():
+    """The run's cross-dataset scores (`--eval-on`) and robustness rows (a suite's [robust]), each their own
+    records; the run's returned record lists them."""
+    if record.get("status", "finished") != "finished" or not dist.is_main():
+        return record
+    if plan.spec.robust:
+        from parbench.robust.evaluate import RobustPlan, robust_evaluate
+
+        record = {**record, "robust": robust_evaluate(plan.run_dir, RobustPlan(**plan.spec.robust), store, None, built)}
+    if not plan.spec.eval_on:
         return record
     from parbench.engine.cross import cross_evaluate
 

@@ -41,6 +41,8 @@ class RunSpec:
     # cross record each, `engine.cross`); not part of the identity: the training run is the same run
     eval_on: list[str] = field(default_factory=list)
     eval_roots: dict[str, str] = field(default_factory=dict)  # dataset name -> its root, where not configured
+    # after the run, the robustness track (`parbench.robust`): a RobustPlan's fields; not part of the identity
+    robust: dict | None = None
 
     def __post_init__(self) -> None:
         """A card file or a method file named relative to here is kept as an absolute path, so the run's saved

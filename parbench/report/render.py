@@ -147,6 +147,165 @@ def _cross_matrices(cross: list[dict], per_dataset: dict[str, list[dict]], proto
     return out
 
 
+def _robustness(robust: list[dict], per_dataset: dict[str, list[dict]], protocol: str) -> list[dict]:
+    """Per dataset: one row per configuration (clean, mean corrupted mA, relative robustness, mCE against the
+    suite's baseline method, robust mA per attack; seed means), mA against severity per corruption (one line per
+    configuration), and the per-attribute mA drop under the corruption that costs the most."""
+    import numpy as np
+
+    from parbench.report.svg import drop_heatmap_svg, severity_svg
+    from parbench.robust.evaluate import mce
+
+    row_of = {run["run_id"]: r for rows in per_dataset.values() for r in rows for run in r["runs"]}
+    by: dict[str, dict[str, list[dict]]] = {}
+    for rec in robust:
+        r = row_of.get(rec["run_id"])
+        if r is not None:
+            by.setdefault(r["dataset"], {}).setdefault(r["label"], []).append(rec)
+    out = []
+    mean = lambda xs: float(np.mean(xs)) if xs else None
+    for ds, labels in sorted(by.items()):
+        baseline = next(
+            (x.get("mce_baseline") for recs in labels.values() for x in recs if x.get("mce_baseline")), None
+        )
+        base_label = next((lbl for lbl, recs in labels.items() if baseline and recs[0]["method"] == baseline), None)
+        mces = mce(labels, base_label, protocol) if base_label else {}
+        attacks = sorted(
+            {_attack_name(x) for recs in labels.values() for x in recs if x["perturbation"]["kind"] == "attack"}
+        )
+        corrs = sorted(
+            {
+                x["perturbation"]["name"]
+                for recs in labels.values()
+                for x in recs
+                if x["perturbation"]["kind"] == "corruption"
+            }
+        )
+        rows, curves, worst = [], [], None
+        for label, recs in sorted(labels.items()):
+            clean = {x["run_id"]: x["clean"][protocol]["ma"] for x in recs}
+            corrupted = [
+                x["metrics"][protocol]["ma"]
+                for x in recs
+                if x["perturbation"]["kind"] == "corruption" and x["perturbation"]["severity"] > 0
+            ]
+            c_mean, clean_mean = mean(corrupted), mean(list(clean.values()))
+            rows.append(
+                {
+                    "label": label,
+                    "seeds": len(clean),
+                    "clean": clean_mean,
+                    "corrupted": c_mean,
+                    "relative": c_mean / clean_mean if c_mean is not None and clean_mean else None,
+                    "mce": mces.get(label),
+                    "attacks": {
+                        a: mean([x["metrics"][protocol]["ma"] for x in recs if _attack_name(x) == a]) for a in attacks
+                    },
+                    "test_selected": any(x.get("selected_on_test") for x in recs),
+                }
+            )
+        for c in corrs:
+            series = {}
+            for label, recs in sorted(labels.items()):
+                clean = mean([x["clean"][protocol]["ma"] for x in recs])
+                sev = {}
+                for x in recs:
+                    p = x["perturbation"]
+                    if p["kind"] == "corruption" and p["name"] == c and p["severity"] > 0:
+                        sev.setdefault(p["severity"], []).append(x["metrics"][protocol]["ma"])
+                series[label] = [(0, clean)] + [(s, float(np.mean(v))) for s, v in sorted(sev.items())]
+            curves.append(severity_svg(c, series))
+            drop = np.mean([sr[0][1] - v for sr in series.values() for _, v in sr[1:]]) if series else 0.0
+            if worst is None or drop > worst[1]:
+                worst = (c, drop)
+        heat = ""
+        if worst is not None:
+            c = worst[0]
+            names, drops = [], []
+            for label, recs in sorted(labels.items()):
+                hit = [
+                    x
+                    for x in recs
+                    if x["perturbation"]["kind"] == "corruption"
+                    and x["perturbation"]["name"] == c
+                    and x["perturbation"]["severity"] > 0
+                ]
+                if not hit:
+                    continue
+                attrs = hit[0]["attributes"]
+                clean_attr = np.mean([x["clean"][protocol]["label_ma"] for x in hit], axis=0)
+                corr_attr = np.mean([x["metrics"][protocol]["label_ma"] for x in hit], axis=0)
+                names.append(label)
+                drops.append((clean_attr - corr_attr).tolist())
+            if names:
+                heat = drop_heatmap_svg(names, attrs, drops, f"per-attribute mA drop under {c} (mean over severities)")
+        out.append(
+            {
+                "dataset": ds,
+                "rows": rows,
+                "attacks": attacks,
+                "corruptions": corrs,
+                "baseline": base_label,
+                "curves": curves,
+                "heatmap": heat,
+                "worst": worst[0] if worst else None,
+            }
+        )
+    return out
+
+
+def _attack_name(rec: dict) -> str:
+    p = rec["perturbation"]
+    return f"{p['name'].upper()} {p['eps_255']:g}/255" if p["kind"] == "attack" else ""
+
+
+def _robust_md(sections: list[dict], protocol: str) -> str:
+    lines = [f"## Robustness ({protocol} protocol)", ""]
+    fmt = lambda v: "–" if v is None else f"{100 * v:.2f}"
+    for sec in sections:
+        head = ["configuration", "clean mA", "corrupted mA", "relative", "mCE"] + sec["attacks"]
+        lines += [f"### {sec['dataset']}", "", "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+        for r in sec["rows"]:
+            cells = [
+                r["label"],
+                fmt(r["clean"]),
+                fmt(r["corrupted"]),
+                "–" if r["relative"] is None else f"{r['relative']:.3f}",
+                "–" if r["mce"] is None else f"{r['mce']:.1f}",
+            ]
+            cells += [fmt(r["attacks"][a]) for a in sec["attacks"]]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _robust_tex(sections: list[dict]) -> str:
+    out = []
+    fmt = lambda v: "--" if v is None else f"{100 * v:.1f}"
+    for sec in sections:
+        cols = "l" + "r" * (4 + len(sec["attacks"]))
+        head = ["Configuration", "Clean", "Corrupted", "Rel.", "mCE"] + [a.replace("/", "/") for a in sec["attacks"]]
+        out += [
+            f"% {sec['dataset']}",
+            f"\\begin{{tabular}}{{{cols}}}",
+            "\\toprule",
+            " & ".join(head) + " \\\\",
+            "\\midrule",
+        ]
+        for r in sec["rows"]:
+            cells = [
+                r["label"].replace("_", "\\_").replace("&", "\\&"),
+                fmt(r["clean"]),
+                fmt(r["corrupted"]),
+                "--" if r["relative"] is None else f"{r['relative']:.3f}",
+                "--" if r["mce"] is None else f"{r['mce']:.1f}",
+            ]
+            cells += [fmt(r["attacks"][a]) for a in sec["attacks"]]
+            out.append(" & ".join(cells) + " \\\\")
+        out += ["\\bottomrule", "\\end{tabular}", ""]
+    return "\n".join(out)
+
+
 def _cross_md(matrices: list[dict], protocol: str) -> str:
     """The cross-domain matrices as Markdown: mA (mean ± std over seeds) per (trained on, evaluated on)."""
     lines = [f"## Cross-domain mA ({protocol} protocol)", ""]
@@ -167,7 +326,9 @@ def _cross_md(matrices: list[dict], protocol: str) -> str:
     return "\n".join(lines)
 
 
-def _protocol_view(store: Store, records: list[dict], protocol: str, cross: list[dict] | None = None) -> dict:
+def _protocol_view(
+    store: Store, records: list[dict], protocol: str, cross: list[dict] | None = None, robust: list[dict] | None = None
+) -> dict:
     per_dataset = configuration_rows(records, protocol)
     datasets = []
     for ds, rows in per_dataset.items():
@@ -192,6 +353,7 @@ def _protocol_view(store: Store, records: list[dict], protocol: str, cross: list
         "zs": _zs_drops(per_dataset),
         "published_protocol": _published_protocol(per_dataset, protocol),
         "cross": _cross_matrices(cross or [], per_dataset, protocol),
+        "robust": _robustness(robust or [], per_dataset, protocol),
     }
 
 
@@ -224,8 +386,8 @@ def render_report(
         if skipped:
             found = f"none readable ({len(skipped)} skipped, e.g. {skipped[0]})"
         raise ParbenchError(store_path, "at least one finished run", found)
-    cross = store.derived("cross")
-    views = [_protocol_view(store, records, p, cross) for p in PROTOCOLS]
+    cross, robust = store.derived("cross"), store.derived("robust")
+    views = [_protocol_view(store, records, p, cross, robust) for p in PROTOCOLS]
     per_dataset = views[0]["per_dataset"]
     curves = {
         ds: [(r["label"], curves_svg(r["history"], r["label"])) for r in rows] for ds, rows in per_dataset.items()
@@ -272,4 +434,8 @@ def render_report(
         write_text(out / f"main_table_{v['name']}.tex", tables.main_table_tex(v["main"]))
     if cross:
         write_text(out / "cross_domain.md", "\n".join(_cross_md(v["cross"], v["name"]) for v in views))
+    if any(v["robust"] for v in views):
+        write_text(out / "robustness.md", "\n".join(_robust_md(v["robust"], v["name"]) for v in views))
+        for v in views:
+            write_text(out / f"robustness_{v['name']}.tex", _robust_tex(v["robust"]))
     return out / "index.html"

@@ -211,3 +211,74 @@ def curves_svg(histories: list[list[dict]], title: str) -> str:
         if series:
             panels.append(_panel(name, series, title))
     return "".join(panels)
+
+
+_LINE_COLOURS = ("#2a6fb0", "#b05a2a", "#3a9a4a", "#8a4ab0", "#b0a02a", "#2ab0a6", "#666", "#d0508a")
+
+
+def severity_svg(name: str, series: dict[str, list[tuple[int, float]]]) -> str:
+    """One small multiple: mA (%) against severity (0 = clean) for one corruption, one line per configuration."""
+    W, H, pad = 230, 140, 30
+    pts = [v for sr in series.values() for _, v in sr]
+    if not pts:
+        return ""
+    v0, v1 = min(pts), max(pts)
+    v0, v1 = (v0 - 0.01, v1 + 0.01) if v1 - v0 < 1e-9 else (v0, v1)
+    sx = lambda s: pad + s / 5 * (W - pad - 10)
+    sy = lambda v: 16 + (v1 - v) / (v1 - v0) * (H - 16 - 24)
+    p = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" {_FONT} role="img" '
+        f'aria-label="mA against severity: {html.escape(name)}"><text x="{pad}" y="11" font-size="10">'
+        f"{html.escape(name)}</text>",
+        f'<rect x="{pad}" y="16" width="{W - pad - 10}" height="{H - 40}" fill="none" stroke="#ddd"/>',
+        f'<text x="{pad - 3}" y="{sy(v1) + 3:.1f}" font-size="8" text-anchor="end">{100 * v1:.1f}</text>',
+        f'<text x="{pad - 3}" y="{sy(v0) + 3:.1f}" font-size="8" text-anchor="end">{100 * v0:.1f}</text>',
+    ]
+    for s in range(6):
+        p.append(f'<text x="{sx(s):.1f}" y="{H - 12}" font-size="8" text-anchor="middle">{s}</text>')
+    p.append(f'<text x="{W - 10}" y="{H - 2}" font-size="8" text-anchor="end">severity</text>')
+    for k, (label, sr) in enumerate(series.items()):
+        colour = _LINE_COLOURS[k % len(_LINE_COLOURS)]
+        d = " ".join(f"{sx(s):.1f},{sy(v):.1f}" for s, v in sr)
+        tip = html.escape(f"{label}: " + ", ".join(f"s{s} {100 * v:.2f}" for s, v in sr))
+        p.append(
+            f'<polyline points="{d}" fill="none" stroke="{colour}" stroke-width="1.6"><title>{tip}</title></polyline>'
+        )
+    p.append("</svg>")
+    return "".join(p)
+
+
+def drop_heatmap_svg(labels: list[str], attributes: list[str], drops: list[list[float]], title: str) -> str:
+    """Per-attribute mA drop (clean minus corrupted, points of %), attributes down, configurations across; white
+    = no drop, red = the largest drop in the table (blue where a corruption helped)."""
+    if not labels:
+        return ""
+    top = max(1e-9, max(abs(v) for row in drops for v in row))
+    cw, ch, left, head = 58, 16, 170, 80
+    w, h = left + cw * len(labels) + 20, head + ch * len(attributes) + 30
+    p = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" {_FONT} role="img" '
+        f'aria-label="{html.escape(title)}"><text x="4" y="12" font-size="10">{html.escape(title)}</text>'
+    ]
+    for j, label in enumerate(labels):
+        x = left + j * cw + cw / 2
+        short = html.escape(label if len(label) <= 24 else label[:23] + "…")
+        p.append(f'<text x="{x}" y="{head - 6}" font-size="10" transform="rotate(-40 {x} {head - 6})">{short}</text>')
+    for i, a in enumerate(attributes):
+        y = head + i * ch
+        p.append(f'<text x="{left - 6}" y="{y + 11}" font-size="10" text-anchor="end">{html.escape(a)}</text>')
+        for j, label in enumerate(labels):
+            v = drops[j][i]
+            t = min(abs(v) / top, 1.0)
+            fill = (
+                f"rgb(255,{int(255 - 170 * t)},{int(255 - 170 * t)})"
+                if v >= 0
+                else f"rgb({int(255 - 170 * t)},{int(255 - 120 * t)},255)"
+            )
+            tip = html.escape(f"{a} — {label}: {100 * v:+.2f} points")
+            p.append(
+                f'<rect x="{left + j * cw}" y="{y}" width="{cw - 2}" height="{ch - 2}" fill="{fill}"><title>{tip}</title></rect>'
+                f'<text x="{left + j * cw + cw / 2 - 1}" y="{y + 11}" font-size="9" text-anchor="middle">{100 * v:+.1f}</text>'
+            )
+    p.append("</svg>")
+    return "".join(p)
