@@ -144,68 +144,18 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise self._error(e) from None
 
-    def add_run(self, record: dict, probs: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
-        """Insert or replace a run: a finished one with its metrics and predictions, a failed one alone."""
-        buf = None
-        if probs is not None:
-            b = io.BytesIO()
-            np.savez_compressed(b, probs=probs.astype(np.float32), labels=labels)
-            buf = b.getvalue()
-        r = record
-        status = r.get("status", "finished")
-        for attempt in range(20):  # BEGIN IMMEDIATE may still see SQLITE_BUSY under heavy contention
+    def _write(self, write: Callable[[sqlite3.Connection], Any]) -> None:
+        """Run `write` in one IMMEDIATE transaction, retried while another writer holds the lock (BEGIN IMMEDIATE
+        may still see SQLITE_BUSY under heavy contention); a failure inside rolls the transaction back."""
+        for attempt in range(20):
             try:
                 with self._connect() as con:
                     con.execute("BEGIN IMMEDIATE")
-                    for table in ("metrics", "attribute_metrics", "predictions"):
-                        con.execute(f"DELETE FROM {table} WHERE run_id = ?", (r["run_id"],))
-                    con.execute(
-                        "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                        (
-                            r["run_id"],
-                            r.get("key"),
-                            r["dataset"],
-                            r["method"],
-                            r["backbone"],
-                            r.get("pretrained"),
-                            r["seed"],
-                            r.get("partition", 0),
-                            int(bool(r.get("smoke"))),
-                            r.get("selected_on"),
-                            r.get("total_params"),
-                            r.get("trainable_params"),
-                            r.get("wall_s"),
-                            r.get("train_images_per_s"),
-                            r.get("peak_mem_mb"),
-                            r.get("finished"),
-                            json.dumps(r, default=float),
-                            status,
-                            r.get("group_key"),
-                        ),
-                    )
-                    groups = r.get("groups", {})
-                    for proto, m in (r.get("metrics") or {}).items():
-                        con.execute(
-                            "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?,?)",
-                            (
-                                r["run_id"],
-                                proto,
-                                m["ma"],
-                                m["acc"],
-                                m["prec"],
-                                m["rec"],
-                                m["f1"],
-                                m.get("threshold"),
-                                json.dumps(r.get("intervals", {}).get(proto, {})),
-                            ),
-                        )
-                        for a, v in zip(r.get("attributes", []), m.get("label_ma", []), strict=False):
-                            con.execute(
-                                "INSERT OR REPLACE INTO attribute_metrics VALUES (?,?,?,?,?)",
-                                (r["run_id"], proto, a, groups.get(a, ""), v),
-                            )
-                    if buf is not None:
-                        con.execute("INSERT OR REPLACE INTO predictions VALUES (?,?)", (r["run_id"], buf))
+                    try:
+                        write(con)
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
                     con.execute("COMMIT")
                 return
             except sqlite3.OperationalError as e:
@@ -215,6 +165,69 @@ class Store:
             except sqlite3.DatabaseError as e:
                 raise self._error(e) from None
         raise ParbenchError(self.path, "a writable store", "busy after 20 attempts")
+
+    def add_run(self, record: dict, probs: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
+        """Insert or replace a run: a finished one with its metrics and predictions, a failed one alone."""
+        buf = None
+        if probs is not None:
+            b = io.BytesIO()
+            np.savez_compressed(b, probs=probs.astype(np.float32), labels=labels)
+            buf = b.getvalue()
+        r = record
+        status = r.get("status", "finished")
+
+        def write(con: sqlite3.Connection) -> None:
+            for table in ("metrics", "attribute_metrics", "predictions"):
+                con.execute(f"DELETE FROM {table} WHERE run_id = ?", (r["run_id"],))
+            con.execute(
+                "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    r["run_id"],
+                    r.get("key"),
+                    r["dataset"],
+                    r["method"],
+                    r["backbone"],
+                    r.get("pretrained"),
+                    r["seed"],
+                    r.get("partition", 0),
+                    int(bool(r.get("smoke"))),
+                    r.get("selected_on"),
+                    r.get("total_params"),
+                    r.get("trainable_params"),
+                    r.get("wall_s"),
+                    r.get("train_images_per_s"),
+                    r.get("peak_mem_mb"),
+                    r.get("finished"),
+                    json.dumps(r, default=float),
+                    status,
+                    r.get("group_key"),
+                ),
+            )
+            groups = r.get("groups", {})
+            for proto, m in (r.get("metrics") or {}).items():
+                con.execute(
+                    "INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?,?)",
+                    (
+                        r["run_id"],
+                        proto,
+                        m["ma"],
+                        m["acc"],
+                        m["prec"],
+                        m["rec"],
+                        m["f1"],
+                        m.get("threshold"),
+                        json.dumps(r.get("intervals", {}).get(proto, {})),
+                    ),
+                )
+                for a, v in zip(r.get("attributes", []), m.get("label_ma", []), strict=False):
+                    con.execute(
+                        "INSERT OR REPLACE INTO attribute_metrics VALUES (?,?,?,?,?)",
+                        (r["run_id"], proto, a, groups.get(a, ""), v),
+                    )
+            if buf is not None:
+                con.execute("INSERT OR REPLACE INTO predictions VALUES (?,?)", (r["run_id"], buf))
+
+        self._write(write)
 
     def add_derived(self, record: dict, probs: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
         """Insert or replace a derived result: `record` holds `id`, `kind` and the `run_id` / `run_key` it came
@@ -228,20 +241,7 @@ class Store:
             np.savez_compressed(b, probs=probs.astype(np.float32), labels=labels)
             buf = b.getvalue()
         row = (record["id"], record["kind"], record["run_id"], record.get("run_key"), json.dumps(record, default=float))
-        for attempt in range(20):
-            try:
-                with self._connect() as con:
-                    con.execute("BEGIN IMMEDIATE")
-                    con.execute("INSERT OR REPLACE INTO derived VALUES (?,?,?,?,?,?)", (*row, buf))
-                    con.execute("COMMIT")
-                return
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) and "busy" not in str(e):
-                    raise self._error(e) from None
-                time.sleep(0.05 * (attempt + 1))
-            except sqlite3.DatabaseError as e:
-                raise self._error(e) from None
-        raise ParbenchError(self.path, "a writable store", "busy after 20 attempts")
+        self._write(lambda con: con.execute("INSERT OR REPLACE INTO derived VALUES (?,?,?,?,?,?)", (*row, buf)))
 
     def derived(self, kind: str | None = None) -> list[dict]:
         """Derived records (of one kind, or all), in a stable order; a row that is not valid JSON is left out."""

@@ -235,16 +235,28 @@ def done_keys(suite: Suite) -> set[str]:
     return keys
 
 
-def cross_done(suite: Suite) -> dict[str, set[str]]:
-    """Run key -> the datasets its cross records (in the suite's stores) were scored on."""
+def _derived_done(suite: Suite, kind: str, what) -> dict[str, set[str]]:
+    """Run key -> `what(record)` of each derived record of `kind` in the suite's stores (its own and its jobs')."""
     from parbench.store import Store
 
     out: dict[str, set[str]] = {}
     for path in dict.fromkeys([Path(suite.store), *job_stores(suite)]):
         if path.is_file():
-            for c in Store(path, create=False).derived("cross"):
-                out.setdefault(c.get("run_key"), set()).add(c.get("evaluated_on"))
+            for r in Store(path, create=False).derived(kind):
+                out.setdefault(r.get("run_key"), set()).add(what(r))
     return out
+
+
+def cross_done(suite: Suite) -> dict[str, set[str]]:
+    """Run key -> the datasets its cross records were scored on."""
+    return _derived_done(suite, "cross", lambda r: r.get("evaluated_on"))
+
+
+def robust_done(suite: Suite) -> dict[str, set[str]]:
+    """Run key -> the perturbations its robustness records cover (as JSON, sorted keys)."""
+    import json
+
+    return _derived_done(suite, "robust", lambda r: json.dumps(r.get("perturbation"), sort_keys=True))
 
 
 def pending(suite: Suite, specs: list[RunSpec]) -> list[RunSpec]:
@@ -265,20 +277,6 @@ def pending(suite: Suite, specs: list[RunSpec]) -> list[RunSpec]:
             missing |= set(perturbations(RobustPlan(**s.robust))) - robust.get(key, set())
         if key not in done or missing:
             out.append(s)
-    return out
-
-
-def robust_done(suite: Suite) -> dict[str, set[str]]:
-    """Run key -> the perturbations its robustness records (in the suite's stores) cover."""
-    import json
-
-    from parbench.store import Store
-
-    out: dict[str, set[str]] = {}
-    for path in dict.fromkeys([Path(suite.store), *job_stores(suite)]):
-        if path.is_file():
-            for r in Store(path, create=False).derived("robust"):
-                out.setdefault(r.get("run_key"), set()).add(json.dumps(r.get("perturbation"), sort_keys=True))
     return out
 
 

@@ -176,3 +176,25 @@ def test_eval_on_between_a_pa100k_and_a_peta_fixture(tmp_path):
     page = render_report(store, tmp_path / "rep", include_smoke=True).read_text()
     assert "(6 shared)" in page
     assert "published: PromptPAR" in page  # PA100k's published rows beside the published-protocol numbers
+
+
+def test_a_suite_scores_cross_and_robust_once_and_then_has_nothing_pending(tmp_path):
+    from parbench.suite import load_suite, pending, run_suite
+
+    suite_file = tmp_path / "s.toml"
+    suite_file.write_text(
+        'name = "s"\ndatasets = ["synthetic"]\nmethods = ["linear-probe"]\nbackbones = ["parbench-tiny"]\n'
+        "seeds = [0]\n[set]\nlimit = 32\nepochs = 1\nbootstrap = 0\n"
+        '[eval_on]\nsynthetic = ["synthetic-zs"]\n'
+        '[robust]\ncorruptions = ["contrast"]\nseverities = [2]\nattacks = []\nlimit = 16\n'
+    )
+    suite = load_suite(suite_file, out=str(tmp_path / "runs"))
+    assert len(pending(suite, suite.specs)) == 1
+    (rec,) = run_suite(suite, suite.specs, quiet=True)
+    assert [c["evaluated_on"] for c in rec["cross"]] == ["synthetic-zs"]
+    assert [r["perturbation"] for r in rec["robust"]] == [
+        {"kind": "corruption", "name": "contrast", "severity": 2, "limit": 16}
+    ]
+    assert pending(suite, suite.specs) == []
+    s = Store(suite.store, create=False)
+    assert len(s.records()) == 1 and len(s.derived("cross")) == 1 and len(s.derived("robust")) == 1

@@ -188,3 +188,21 @@ def test_a_cached_evaluation_batch_is_gathered_whole_with_the_same_values(wider)
     small = _pre(size=(8, 8))
     fresh = ImageSplit(wider, idx, build_transform(small, False), open_cache(wider, idx, small, 1.0)[0])
     assert len(fresh.__getitems__([0, 1])) == 2  # not cached yet: image by image
+
+
+def test_the_epoch_reaches_persistent_workers():
+    """One loader serves every epoch; a worker augments each image as its epoch says, exactly as in-process."""
+    from parbench.engine.train import epoch_loader
+
+    ds = load_dataset("synthetic")
+    idx = ds.partition("train")[:16]
+    split = ImageSplit(ds, idx, build_transform(_pre(), True, pad=4, flip=True), aug_seed=0)
+    pos = {int(i): k for k, i in enumerate(idx)}
+    loader = epoch_loader(split, 8, 0, 1, 1)  # one persistent worker
+    for epoch in (1, 2, 3):
+        loader.batch_sampler.set_epoch(epoch)
+        for x, _, ids in loader:
+            want = torch.stack([split[(pos[int(i)], epoch)][0] for i in ids])
+            torch.testing.assert_close(x, want, rtol=0, atol=0)
+    differs = [not torch.equal(split[(k, 1)][0], split[(k, 2)][0]) for k in range(len(idx))]
+    assert any(differs)  # the epoch changes the crops and flips

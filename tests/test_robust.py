@@ -3,6 +3,7 @@ runs), attacks that stay in their ball and raise the loss, severity 0 = the clea
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -110,7 +111,7 @@ def finetuned(tmp_path_factory):
 
 
 def test_severity_zero_is_the_clean_score_exactly(finetuned):
-    tmp, rec = finetuned
+    _tmp, rec = finetuned
     plan = RobustPlan(corruptions=("fog", "occlusion"), severities=(0,), attacks=())
     for r in robust_evaluate(rec["run_dir"], plan):
         assert r["metrics"] == rec["metrics"]
@@ -142,7 +143,7 @@ def test_pgd_raises_the_loss_every_step_and_stays_in_the_ball(finetuned, eps):
         clean = float(weighted_bce(model((x - mean) / std)["logits"], y, pos))
     adv, losses = attack_batch(model, x, y, pos, mean, std, Attack("pgd", eps), "negative", nullcontext)
     assert len(losses) == 11 and losses[-1] > clean
-    assert all(b >= a - 1e-6 for a, b in zip(losses, losses[1:], strict=False)), losses
+    assert all(b >= a - 1e-6 for a, b in itertools.pairwise(losses)), losses
     assert float((adv - x).abs().max()) <= eps + 1e-6 and adv.min() >= 0 and adv.max() <= 1
     fgsm, (loss,) = attack_batch(model, x, y, pos, mean, std, Attack("fgsm", eps), "negative", nullcontext)
     assert loss > clean and float((fgsm - x).abs().max()) <= eps + 1e-6

@@ -65,6 +65,23 @@ def _columns(card: Card, names: list[str], label: np.ndarray, path: Path) -> tup
     return out, notes
 
 
+def _dataset(card, root, path, images, labels, parts, notes, partition: int = 0) -> PARDataset:
+    """The four sources' images under one root, each image's source (read off its path) as its domain."""
+    prefix = f"{card.images}/" if card.images else ""
+    return PARDataset(
+        name=card.name,
+        attributes=card.attribute_names,
+        labels=labels,
+        relpaths=[prefix + check_relpath(n, path) for n in images],
+        root=root,
+        partitions=parts,
+        domains=_sources(images, path),
+        partition_index=partition,
+        card_version=card.version,
+        notes=notes,
+    )
+
+
 def read_upar(card: Card, root: Path, partition: int = 0) -> PARDataset:
     path = root / card.source_files[0]
     obj = load_pickle(path)
@@ -85,20 +102,7 @@ def read_upar(card: Card, root: Path, partition: int = 0) -> PARDataset:
         if s == "test":  # per-source lists, concatenated as the authors' loader does
             value = np.concatenate([np.asarray(v, np.int64).reshape(-1) for v in value]) if len(value) else []
         parts[s] = np.asarray(value, np.int64).reshape(-1)
-    domains = _sources(images, path)
-    prefix = f"{card.images}/" if card.images else ""
-    return PARDataset(
-        name=card.name,
-        attributes=card.attribute_names,
-        labels=labels,
-        relpaths=[prefix + check_relpath(n, path) for n in images],
-        root=root,
-        partitions=parts,
-        domains=domains,
-        partition_index=partition,
-        card_version=card.version,
-        notes=notes,
-    )
+    return _dataset(card, root, path, images, labels, parts, notes, partition)
 
 
 def read_upar_csv(card: Card, root: Path, partition: int = 0) -> PARDataset:
@@ -122,18 +126,7 @@ def read_upar_csv(card: Card, root: Path, partition: int = 0) -> PARDataset:
             raise ParbenchError(f"{path}:{line}", "integer labels", repr(row[1:4])) from None
         images.append(row[0].strip())
     labels, notes = _columns(card, header, np.asarray(values, np.int64).reshape(len(images), -1), path)
-    domains = _sources(images, path)
     held = set(card.reader_options.get("test_sources", []))
-    is_test = np.array([d in held for d in domains])
-    prefix = f"{card.images}/" if card.images else ""
-    return PARDataset(
-        name=card.name,
-        attributes=card.attribute_names,
-        labels=labels,
-        relpaths=[prefix + check_relpath(n, path) for n in images],
-        root=root,
-        partitions={"train": np.flatnonzero(~is_test), "test": np.flatnonzero(is_test)},
-        domains=domains,
-        card_version=card.version,
-        notes=notes,
-    )
+    is_test = np.array([d in held for d in _sources(images, path)])
+    parts = {"train": np.flatnonzero(~is_test), "test": np.flatnonzero(is_test)}
+    return _dataset(card, root, path, images, labels, parts, notes)
