@@ -187,7 +187,14 @@ def test_a_cached_evaluation_batch_is_gathered_whole_with_the_same_values(wider)
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     small = _pre(size=(8, 8))
     fresh = ImageSplit(wider, idx, build_transform(small, False), open_cache(wider, idx, small, 1.0)[0])
-    assert len(fresh.__getitems__([0, 1])) == 2  # not cached yet: image by image
+    decoded = collate(fresh.__getitems__([0, 1]))  # not cached yet: decoded, then normalised as one batch
+    for a, b in zip(decoded, collate([fresh[0], fresh[1]]), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    train = ImageSplit(wider, idx, build_transform(pre, True, pad=3), aug_seed=5)
+    for a, b in zip(
+        collate(train.__getitems__([(0, 2), (1, 2)])), collate([train[(0, 2)], train[(1, 2)]]), strict=True
+    ):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # augmented training batches too
 
 
 def test_the_epoch_reaches_persistent_workers():

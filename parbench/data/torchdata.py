@@ -73,9 +73,8 @@ class ImageSplit(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k):
-        """k: a position in the split, or (position, epoch) from `EpochBatches` (the epoch that seeds the
-        augmentation; a loader whose workers persist across epochs cannot set `self.epoch` in them)."""
+    def _sample(self, k) -> tuple[torch.Tensor, int]:
+        """(the image as uint8 (3, H, W) after the deterministic part and its augmentation, dataset index)."""
         epoch = self.epoch
         if isinstance(k, tuple):
             k, epoch = k
@@ -89,20 +88,32 @@ class ImageSplit(torch.utils.data.Dataset):
         if self.transform.train:
             seed = None if self.aug_seed is None else (self.aug_seed, epoch, i)
             x = self.transform.augment(x, np.random.default_rng(seed))
+        return x, i
+
+    def __getitem__(self, k):
+        """k: a position in the split, or (position, epoch) from `EpochBatches` (the epoch that seeds the
+        augmentation; a loader whose workers persist across epochs cannot set `self.epoch` in them)."""
+        x, i = self._sample(k)
         return self.transform.normalize(x), torch.from_numpy(self.ds.labels[i].astype(np.int64)), i
 
     def __getitems__(self, ks: list) -> list:
-        """A whole batch at once where nothing differs per image (evaluation, every image already in the
-        cache): one gather from the cache and one normalisation of the batch, the same values as image by
-        image (`collate` passes the result through). Otherwise the per-image path."""
-        if self.transform.train or self.cache is None or not ks or isinstance(ks[0], tuple):
-            return [self[k] for k in ks]
-        pos = np.asarray(ks, dtype=np.int64)
-        rows = self.cache.rows_if_filled(pos)
-        if rows is None:
-            return [self[k] for k in ks]
-        idx = self.indices[pos]
-        x = torch.from_numpy(self.transform.normalize_array(rows))
+        """A whole batch at once: each image decoded (or read from the cache) and augmented on its own, then one
+        normalisation of the stacked batch, the same values as image by image (one large op instead of many
+        small ones, which torch would each spread over its threads); a fully cached evaluation batch is one
+        gather from the cache. `collate` passes the result through."""
+        if not ks:
+            return []
+        rows = None
+        if not self.transform.train and self.cache is not None and not isinstance(ks[0], tuple):
+            rows = self.cache.rows_if_filled(np.asarray(ks, dtype=np.int64))
+        if rows is not None:
+            idx = self.indices[np.asarray(ks, dtype=np.int64)]
+            x = torch.from_numpy(rows)
+        else:
+            samples = [self._sample(k) for k in ks]
+            idx = np.asarray([i for _, i in samples], dtype=np.int64)
+            x = torch.stack([s for s, _ in samples])
+        x = self.transform.normalize_batch(x)
         return [_Batch(x, torch.from_numpy(self.ds.labels[idx].astype(np.int64)), torch.from_numpy(idx))]
 
 

@@ -111,6 +111,11 @@ class ImageTransform:
         a loaded machine (the model training on the same cores, workers=0) made this 27 ms instead of 0.1 ms."""
         return torch.from_numpy(self.normalize_array(x.numpy()))
 
+    def normalize_batch(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> normalised float32, in torch: one op over the batch (its threads pay off on
+        a batch), the same IEEE operations in the same order as `normalize`, so the same values."""
+        return x.float().div_(255.0).sub_(self.mean).div_(self.std)
+
     def normalize_array(self, a: np.ndarray) -> np.ndarray:
         """uint8 (..., 3, H, W) -> normalised float32: one image or a batch, the same values."""
         return (a.astype(np.float32) / np.float32(255.0) - self._mean) / self._std

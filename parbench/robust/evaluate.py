@@ -80,6 +80,7 @@ class CorruptedSplit(ImageSplit):
     transform. Runs in the loader's workers like any other decoding."""
 
     takes_epoch = False
+    __getitems__ = None  # image by image (the loader then collates)
 
     def __init__(self, ds, indices, transform, name: str, severity: int):
         super().__init__(ds, indices, transform)
@@ -99,6 +100,7 @@ class PixelSplit(ImageSplit):
     """The test images as the model's input before normalisation: (3, H, W) float in [0, 1]."""
 
     takes_epoch = False
+    __getitems__ = None
 
     def __getitem__(self, k):
         i = int(self.indices[int(k)])
