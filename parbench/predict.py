@@ -98,7 +98,7 @@ def predict_exported(
 
     from parbench.backbones import Preprocess
     from parbench.data.dataset import PARDataset
-    from parbench.data.torchdata import ImageSplit
+    from parbench.data.torchdata import ImageSplit, collate
     from parbench.data.transforms import build_transform
     from parbench.export import load_exported, read_metadata
 
@@ -120,7 +120,7 @@ def predict_exported(
         partitions={"predict": np.arange(len(files))},
     )
     split = ImageSplit(ds, ds.partition("predict"), build_transform(pre, False))
-    loader = torch.utils.data.DataLoader(split, batch_size=batch_size, shuffle=False)
+    loader = torch.utils.data.DataLoader(split, batch_size=batch_size, shuffle=False, collate_fn=collate)
     task = progress.add_task("predicting", total=len(files)) if progress else None
     out, run = [], load_exported(model)
     for x, _, _ in loader:

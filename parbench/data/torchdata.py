@@ -118,7 +118,8 @@ class ImageSplit(torch.utils.data.Dataset):
 
 
 class _Batch(tuple):
-    """A batch already collated by `ImageSplit.__getitems__`."""
+    """A batch already collated by `ImageSplit.__getitems__`: a loader over an `ImageSplit` takes
+    `collate_fn=collate` (parbench's loaders do)."""
 
     def __new__(cls, *parts):
         return super().__new__(cls, parts)
