@@ -96,8 +96,8 @@ def cross_evaluate(
     if out_path.is_file():
         rec = json.loads(out_path.read_text())
         if store is not None:
-            pred = np.load(out_path.with_suffix(".npz"), allow_pickle=False)
-            store.add_derived(rec, pred["probs"], pred["labels"])
+            with np.load(out_path.with_suffix(".npz"), allow_pickle=False) as pred:
+                store.add_derived(rec, pred["probs"], pred["labels"])
         return {**rec, "reused": True}
 
     if built is None:
