@@ -209,3 +209,39 @@ def test_robust_runs_on_every_demo_method(tmp_path, method):
     recs = robust_evaluate(rec["run_dir"], plan)
     assert [r["perturbation"]["name"] for r in recs] == ["motion_blur", "fgsm"]
     assert all(np.isfinite(r["metrics"]["promptpar"]["ma"]) for r in recs)
+
+
+def test_a_reference_checkpoint_is_scored_through_eval_s_import(tmp_path):
+    """PromptPAR's released-file layout: imported as `parbench eval` imports it; severity 0 = eval's own score."""
+    from parbench.cards import load_card
+    from parbench.engine.restore import evaluate_checkpoint
+    from tests.fixtures import originals
+    from tests.test_promptpar_checkpoint import _model, _save_reference
+
+    card = load_card("PA100k")
+    root = tmp_path / "PA100k"
+    (root / "data").mkdir(parents=True)
+    originals.pa100k(root, sizes=(12, 4, 8))
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(root / "data" / f"{i + 1:06d}.jpg")
+    ckpt = tmp_path / "ckpt.pth"
+    _save_reference(_model(card, 0), card, ckpt, vis_key="vis_embed")
+    store = tmp_path / "s.sqlite"
+    args = ["robust", "--checkpoint", str(ckpt), "--dataset", "PA100k", "--root", str(root)]
+    args += ["--backbone", "parbench-tiny", "--set", "fusion_heads=2", "--set", "device=cpu"]
+    args += ["--corruptions", "contrast", "--severities", "0,2", "--attacks", "fgsm", "--eps", "4/255"]
+    args += ["--store", str(store), "--out", str(tmp_path / "ref"), "--json"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    ((folder, out),) = json.loads(res.stdout).items()
+    assert json.loads((tmp_path / "ref" / folder.split("/")[-1] / "record.json").read_text())["reference"] == str(ckpt)
+    clean = evaluate_checkpoint(ckpt, "PA100k", str(root), backbone="parbench-tiny", overrides={"fusion_heads": 2})
+    zero = out["records"][0]
+    assert zero["perturbation"]["severity"] == 0 and zero["metrics"] == clean["metrics"]
+    assert all(r["reference"] == str(ckpt) for r in out["records"]) and len(out["records"]) == 3
+    assert Store(store, create=False).records() == [] and len(Store(store, create=False).derived("robust")) == 3
+    from parbench.report.render import _robustness  # a reference file has no leaderboard row: its own robust row
+
+    sections = _robustness(Store(store, create=False).derived("robust"), {}, "promptpar")
+    assert [r["label"] for sec in sections for r in sec["rows"]] == ["promptpar (reference: ckpt.pth)"]

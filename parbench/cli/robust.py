@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from parbench.cli.common import JsonOut, app, out, print_json
+from parbench.cli.common import JsonOut, Sets, app, out, overrides, print_json
+from parbench.errors import ParbenchError
 
 
 def _names(text: str | None) -> tuple[str, ...] | None:
@@ -16,7 +18,18 @@ def _names(text: str | None) -> tuple[str, ...] | None:
 
 @app.command("robust")
 def robust_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="Finished run folders.")],
+    runs: Annotated[list[Path] | None, typer.Argument(help="Finished run folders.")] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option(help="A reference checkpoint (e.g. PromptPAR's released file) instead of runs.")
+    ] = None,
+    dataset: Annotated[str | None, typer.Option(help="With --checkpoint: the dataset to evaluate it on.")] = None,
+    root: Annotated[Path | None, typer.Option(help="With --checkpoint: the dataset's root.")] = None,
+    method: Annotated[str | None, typer.Option(help="With --checkpoint: its method (read off the file).")] = None,
+    backbone: Annotated[str | None, typer.Option(help="With --checkpoint: its backbone (read off the file).")] = None,
+    out_dir: Annotated[
+        Path, typer.Option("--out", help="With --checkpoint: where its run-like folder is written.")
+    ] = Path("runs/reference"),
+    set_: Sets = None,
     corruptions: Annotated[
         str | None, typer.Option(help="Comma-separated corruptions (default: all ten; `none` for attacks only).")
     ] = None,
@@ -46,11 +59,24 @@ def robust_cmd(
         mce_baseline=mce_baseline,
     )
     db = Store(store) if store else None
+    if not runs and checkpoint is None:
+        raise ParbenchError("parbench robust", "finished run folders, or --checkpoint FILE --dataset NAME", "neither")
+    if checkpoint is not None and not dataset:
+        raise ParbenchError(
+            checkpoint, "--dataset for a reference checkpoint (it does not name its attributes)", "none"
+        )
     results = {}
     bar = progress_bar(as_json)
-    with bar or __import__("contextlib").nullcontext():
-        for run_dir in runs:
+    with bar or contextlib.nullcontext():
+        for run_dir in runs or []:
             results[str(run_dir)] = robust_evaluate(run_dir, plan, db, bar)
+        if checkpoint is not None:
+            from parbench.robust.evaluate import reference_run
+
+            folder, built = reference_run(
+                checkpoint, dataset, out_dir, str(root) if root else None, method, backbone, overrides(None, set_), bar
+            )
+            results[str(folder)] = robust_evaluate(folder, plan, db, bar, built)
     if as_json:
         return print_json({k: {"summary": summary(v), "records": v} for k, v in results.items()})
     for run_dir, recs in results.items():

@@ -162,6 +162,9 @@ def _robustness(robust: list[dict], per_dataset: dict[str, list[dict]], protocol
         r = row_of.get(rec["run_id"])
         if r is not None:
             by.setdefault(r["dataset"], {}).setdefault(r["label"], []).append(rec)
+        elif rec.get("reference"):  # a reference checkpoint: its own row, labelled by its file
+            label = f"{rec['method']} (reference: {Path(rec['reference']).name})"
+            by.setdefault(rec["dataset"], {}).setdefault(label, []).append(rec)
     out = []
     mean = lambda xs: float(np.mean(xs)) if xs else None
     for ds, labels in sorted(by.items()):

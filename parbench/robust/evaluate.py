@@ -167,6 +167,7 @@ def _record(rec: dict, pert: dict, probs, labels, unspecified: str, seconds: flo
         "clean": {p: {k: v for k, v in m.items() if k != "threshold"} for p, m in rec["metrics"].items()},
         "clean_map": (rec.get("ranking") or {}).get("map"),
         "selected_on_test": rec.get("selected_on_test", False),
+        "reference": rec.get("reference"),  # a foreign checkpoint, not a parbench run: no leaderboard row to join
         "mce_baseline": plan.mce_baseline,
         "n_test": n,
         "seconds": seconds,
@@ -311,6 +312,75 @@ def _done(run_dir: Path, rec: dict, pert: dict, plan: RobustPlan) -> dict | None
         if r.get("run_key") == rec["key"] and r.get("perturbation") == pert:
             return {**r, "mce_baseline": plan.mce_baseline, "reused": True}
     return None
+
+
+def reference_run(
+    checkpoint: str | Path,
+    dataset: str,
+    out: str | Path,
+    root: str | None = None,
+    method: str | None = None,
+    backbone: str | None = None,
+    overrides: dict | None = None,
+    progress=None,
+):
+    """A foreign checkpoint (a method's reference file, e.g. PromptPAR's released weights) as a run folder the
+    robustness records can link to: imported exactly as `parbench eval` imports it, scored clean on the
+    dataset's test split, `record.json` written (once per checkpoint content, dataset data and settings).
+    Returns (folder, built model)."""
+    from parbench.cards import load_card
+    from parbench.data import load_dataset
+    from parbench.engine.config import config_dict
+    from parbench.engine.evaluate import predict_split
+    from parbench.engine.restore import restore
+    from parbench.engine.spec import data_fingerprint, identity_key
+    from parbench.engine.train import pick_device
+    from parbench.hashing import file_sha256
+
+    r = restore(checkpoint, method, dataset, backbone, None, overrides)
+    if r.source != "reference":
+        raise ParbenchError(checkpoint, "a reference checkpoint (a parbench run: pass its folder as RUN)", "a run's")
+    card = load_card(dataset)
+    built = r.built
+    identity = {
+        "checkpoint_sha256": file_sha256(checkpoint),
+        "dataset": card.name,
+        "card_sha256": card.identity_sha256,
+        "data_sha256": data_fingerprint(card, root),
+        "method": built.method.name,
+        "train": config_dict(built.cfg),
+    }
+    key = identity_key(identity)
+    run_id = f"{card.name}-{built.method.name}-reference-{key}".replace("/", "_").replace(":", "_")
+    folder = Path(out) / run_id
+    if (folder / "record.json").is_file():
+        return folder, built
+    ds = load_dataset(card.path or card.name, root)
+    idx = ds.partition(card.test_split)
+    probs, labels = predict_split(built, ds, idx, pick_device(built.cfg), progress)
+    rec = {
+        "run_id": run_id,
+        "key": key,
+        "identity": identity,
+        "status": "finished",
+        "dataset": card.name,
+        "method": built.method.name,
+        "backbone": built.backbone.name,
+        "pretrained": str(checkpoint),
+        "seed": 0,
+        "attributes": card.attribute_names,
+        "groups": {a.name: a.group for a in card.attributes},
+        "metrics": protocol_metrics(labels, probs, built.cfg.unspecified),
+        "ranking": ranking_metrics(labels, probs, built.cfg.unspecified),
+        "config": {"run": {"dataset": card.name, "root": root, "partition": 0}, "train": config_dict(built.cfg)},
+        "selected_on": "reference checkpoint",
+        "reference": str(checkpoint),
+        "inferred": r.inferred,
+        "n_test": int(len(idx)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    write_text(folder / "record.json", json.dumps(rec, indent=1, default=float))
+    return folder, built
 
 
 def summary(records: list[dict], protocol: str = "promptpar") -> dict:
