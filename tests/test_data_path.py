@@ -213,3 +213,18 @@ def test_the_epoch_reaches_persistent_workers():
             torch.testing.assert_close(x, want, rtol=0, atol=0)
     differs = [not torch.equal(split[(k, 1)][0], split[(k, 2)][0]) for k in range(len(idx))]
     assert any(differs)  # the epoch changes the crops and flips
+
+
+@pytest.mark.slow
+def test_prepare_images_fills_the_cache_a_run_then_reads(tmp_path):
+    from typer.testing import CliRunner
+
+    from parbench.cli import app
+
+    res = CliRunner().invoke(
+        app, ["datasets", "prepare", "synthetic", "--images", "--method", "finetune", "--backbone", "parbench-tiny"]
+    )
+    assert res.exit_code == 0, res.output
+    assert "image cache train: 384 images 384 decoded now" in res.output or "0 decoded now" in res.output
+    rec = _run(tmp_path, "after", cache_images="on", limit=0, epochs=1)
+    assert rec["image_cache"]["train"]["decoded_before"] == rec["image_cache"]["train"]["images"]  # all there
