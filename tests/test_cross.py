@@ -108,21 +108,13 @@ def test_eval_on_synthetic_pair_records_apart_from_runs_and_reports_a_matrix(tmp
     assert [c["id"] for c in merged.derived("cross")] == [cross["id"]]
 
 
-def _images(folder, names, seed=0):
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for n in names:
-        Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(folder / n)
-
-
 @pytest.mark.slow
 def test_eval_on_between_a_pa100k_and_a_peta_fixture(tmp_path):
     pa_root, peta_root = tmp_path / "pa100k", tmp_path / "peta"
     pa_root.mkdir(), peta_root.mkdir()
-    originals.pa100k(pa_root, sizes=(40, 16, 16))
-    _images(pa_root / "data", [f"{i + 1:06d}.jpg" for i in range(72)])
+    originals.pa100k(pa_root, sizes=(40, 16, 16), images=True)
     peta_labels = originals.peta(peta_root, n=60)
-    _images(peta_root / "images", [f"{i + 1:05d}.png" for i in range(60)], seed=1)
+    originals.noise_images(peta_root / "images", [f"{i + 1:05d}.png" for i in range(60)], seed=1)
     store = tmp_path / "s.sqlite"
     rec = run(
         RunSpec(

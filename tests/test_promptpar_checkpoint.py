@@ -8,7 +8,6 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from parbench.backbones import create_backbone
@@ -143,11 +142,8 @@ def test_eval_command_on_a_reference_checkpoint(tmp_path):
 
     card = load_card("PA100k")
     root = tmp_path / "PA100k"
-    (root / "data").mkdir(parents=True)
-    originals.pa100k(root, sizes=(6, 3, 5))
-    rng = np.random.default_rng(0)
-    for i in range(14):
-        Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(root / "data" / f"{i + 1:06d}.jpg")
+    root.mkdir()
+    originals.pa100k(root, sizes=(6, 3, 5), images=True)
     src = _model(card, 0)
     _save_reference(src, card, tmp_path / "ckpt.pth", vis_key="vis_embed")
     args = [

@@ -220,11 +220,8 @@ def test_a_reference_checkpoint_is_scored_through_eval_s_import(tmp_path):
 
     card = load_card("PA100k")
     root = tmp_path / "PA100k"
-    (root / "data").mkdir(parents=True)
-    originals.pa100k(root, sizes=(12, 4, 8))
-    rng = np.random.default_rng(0)
-    for i in range(24):
-        Image.fromarray(rng.integers(0, 255, (32, 16, 3), dtype=np.uint8)).save(root / "data" / f"{i + 1:06d}.jpg")
+    root.mkdir()
+    originals.pa100k(root, sizes=(12, 4, 8), images=True)
     ckpt = tmp_path / "ckpt.pth"
     _save_reference(_model(card, 0), card, ckpt, vis_key="vis_embed")
     store = tmp_path / "s.sqlite"
