@@ -1,10 +1,13 @@
 """Which attributes two datasets share: the mapping a cross-dataset evaluation scores on.
 
-Two attributes are the same when their names (case-insensitive) or any of their card `aliases` meet. The aliases
-are the harmonised vocabulary: UPAR's 40 names where the meaning is UPAR's, names in their style for attributes
-UPAR lacks. An alias "~Name" marks a negation (PETA's personalMale is ~Gender-Female), so a model trained on one
-scores the other as 1 - p. Nothing is matched by similarity of spelling: a pair is either declared or dropped,
-and the mapping (with what was dropped on each side) goes into the cross record.
+Two attributes are the same when one's exact name (case and spelling included) or any of its card `aliases`
+equals the other's. Nothing else pairs: not a case-folded name (Market-1501's `age-adult` is not UPAR's
+`Age-Adult`: UPAR files Market's teenagers under Age-Adult), not a similar spelling. The aliases are the harmonised
+vocabulary (`datasets/harmonised/vocabulary.toml`: UPAR's 40 names where the meaning is UPAR's, names in their style for
+attributes UPAR lacks, each with its definition); a card says where its aliases come from (`aliases_source`). An
+alias "~Name" marks a negation (PETA's personalMale is ~Gender-Female), so a model trained on one scores the other
+as 1 - p. A pair is either declared or dropped, and the mapping (with what was dropped on each side) goes into the
+cross record.
 """
 
 from __future__ import annotations
@@ -45,14 +48,26 @@ class AttributeMap:
         }
 
 
+def vocabulary() -> dict[str, str]:
+    """The harmonised terms and their definitions (`datasets/harmonised/vocabulary.toml`)."""
+    import tomllib
+
+    from parbench.cards import cards_dir
+
+    path = cards_dir() / "harmonised" / "vocabulary.toml"
+    try:
+        return dict(tomllib.loads(path.read_text())["terms"])
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as e:
+        raise ParbenchError(path, "the harmonised vocabulary: a [terms] table of name = definition", str(e)) from None
+
+
 def names_of(card: Card) -> dict[str, dict[str, bool]]:
-    """Attribute -> {lower-case name it answers to: negated?}."""
+    """Attribute -> {name it answers to, exactly as spelt: negated?}."""
     out: dict[str, dict[str, bool]] = {}
     for a in card.attributes:
-        keys = {a.name.lower(): False}
+        keys = {a.name: False}
         for alias in a.aliases:
-            neg = alias.startswith("~")
-            keys[alias.lstrip("~").lower()] = neg
+            keys[alias.removeprefix("~")] = alias.startswith("~")
         out[a.name] = keys
     return out
 
