@@ -96,6 +96,9 @@ SPEC = MethodSpec(
         "flip": True,
         "ema_decay": 0.9998,
         "select_protocol": "rethinking",  # their mA at threshold 0.5 picks the epoch
+        # their train.py runs fp32 (no autocast, no GradScaler); bf16 on CUDA only by --set amp=true until a
+        # measured comparison (benchmarks/amp_parity.py) shows it changes nothing material
+        "amp": False,
     },
     options=StrongBaselineOptions,
     variants={"reference": {"train_split": "trainval", "select_on": "test"}},

@@ -14,3 +14,5 @@ PYTHONUNBUFFERED=1 "$PY" benchmarks/promptpar_speed.py --device cuda --train-bat
 # machine's cores (ViT-L/14, random weights, bf16 autocast), then the tiny model for the CPU comparison
 PYTHONUNBUFFERED=1 "$PY" benchmarks/end_to_end.py --device cuda --backbone ViT-L-14 \
   --methods promptpar,finetune,linear-probe --images 2048 --scenes 256 --batch 64 --json "${OUT:-.}/end_to_end.json"
+# (4) bf16 against fp32 for the baselines whose authors train in fp32 (they run fp32 until this says bf16 is safe)
+PYTHONUNBUFFERED=1 "$PY" benchmarks/amp_parity.py --json "${OUT:-.}/amp_parity.json"

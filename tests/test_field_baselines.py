@@ -153,6 +153,13 @@ def test_recipes_variants_and_dataset_recipes():
         0.0,
     )
     assert (v.warmup_epochs, v.warmup_lr_init, v.min_lr) == (5, 0.01, 0.002)  # timm's cosine, as VTB creates it
+    # both authors' loops run fp32: no bf16 autocast unless asked for (a reference variant never by default)
+    vr, _ = resolve_config(get_method("vtb"), {"variant": "reference"}, "RAPv1")
+    assert not (cfg.amp or ref.amp or v.amp or vr.amp)
+    assert resolve_config(sb, {"amp": "true"}, "PETA")[0].amp
+    # VTB's code selects nothing (test printed every epoch; the last model remains) and keeps RAP's raw 2
+    assert (vr.train_split, vr.select_on, vr.track_test, vr.unspecified) == ("trainval", "last", True, "stored")
+    assert v.unspecified == "negative"
 
 
 def test_settings_added_later_leave_existing_identities_alone():

@@ -172,3 +172,29 @@ def test_stored_mode_takes_a_raw_rap_2_as_the_reference_metric_code_does():
     assert a.headline() == b.headline()
     with pytest.raises(ParbenchError, match="0, 1 and 255"):  # elsewhere a 2 is a mistake, not a label
         pedestrian_metrics(raw, probs)
+
+
+def test_stored_loss_keeps_a_raw_rap_2_as_vtb_and_promptpar_code_do():
+    """Their loaders pass RAP's 2 on: p_j = labels.mean(0) over the raw values, the weight function sees the
+    binarised target (a 2 weighs as a positive), and the BCE takes y = 2. parbench's default maps it to 0."""
+    import torch
+
+    from parbench.engine.loss import positive_ratio, weighted_bce
+
+    raw = np.array([[1, 0, 2], [2, 0, 0], [0, 1, 2], [1, 0, 0]], np.float64)  # as a RAP file stores them
+    labels = np.where(raw == 2, 255, raw).astype(np.uint8)  # parbench's canonical labels
+    np.testing.assert_allclose(positive_ratio(labels, "stored"), raw.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(positive_ratio(labels), (raw == 1).mean(0))
+    z = np.array([[0.3, -1.2, 2.0], [-0.5, 0.1, 0.7], [1.5, -0.3, -2.2], [0.0, 0.9, -0.4]])
+    p = raw.mean(0)
+    sig = 1 / (1 + np.exp(-z))
+    w = np.where(raw > 0.5, np.exp(1 - p), np.exp(p))  # the reference's weight of a binarised target
+    hand = (w * -(raw * np.log(sig) + (1 - raw) * np.log(1 - sig))).sum() / len(raw)
+    got = weighted_bce(torch.tensor(z), torch.tensor(labels), torch.tensor(p, dtype=torch.float64), "stored")
+    assert float(got) == pytest.approx(hand, rel=1e-6)
+    neg = np.where(raw == 2, 0, raw)  # Rethinking's 2 -> 0
+    pn = (neg == 1).mean(0)
+    wn = np.where(neg > 0.5, np.exp(1 - pn), np.exp(pn))
+    hand_neg = (wn * -(neg * np.log(sig) + (1 - neg) * np.log(1 - sig))).sum() / len(raw)
+    got = weighted_bce(torch.tensor(z), torch.tensor(labels), torch.tensor(pn, dtype=torch.float64))
+    assert float(got) == pytest.approx(hand_neg, rel=1e-6)

@@ -38,6 +38,7 @@ from parbench.engine.build import Built, build_model
 from parbench.engine.config import TrainConfig, config_dict, resolve_config, to_toml
 from parbench.engine.evaluate import feature_cache_key, predict_split
 from parbench.engine.features import FeatureHead, cached_features
+from parbench.engine.loss import positive_ratio
 from parbench.engine.params import trainable_state
 from parbench.engine.spec import RunSpec, group_key, identity_key, load_data
 from parbench.engine.splits import choose_splits
@@ -186,7 +187,7 @@ def _train(
     from parbench.engine.loggers import open_logger
 
     cfg = plan.cfg
-    pos_ratio = (ds.labels[train_idx] == 1).mean(0).astype(np.float32)
+    pos_ratio = positive_ratio(ds.labels[train_idx], cfg.unspecified)
     tracked = test_idx if cfg.track_test else None
     model, train_set, select_set, test_set = _training_inputs(
         built, ds, train_idx, select_idx, tracked, cfg, plan.spec.seed, device, progress, cache_info

@@ -24,6 +24,7 @@ from PIL import Image
 
 from parbench.atomic import save_npz, write_text
 from parbench.data.torchdata import ImageSplit, load_image
+from parbench.engine.loss import positive_ratio
 from parbench.errors import ParbenchError
 from parbench.metrics import protocol_metrics, ranking_metrics
 from parbench.robust.attacks import Attack, attack_batch
@@ -140,7 +141,7 @@ def _context(run_dir: Path, built=None):
     test_idx = ds.partition(card.test_split)
     if cfg.limit:
         test_idx = test_idx[: cfg.limit]
-    pos = (ds.labels[train_idx] == 1).mean(0).astype(np.float32)
+    pos = positive_ratio(ds.labels[train_idx], cfg.unspecified)
     return rec, built, ds, test_idx, pos
 
 
