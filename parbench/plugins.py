@@ -6,11 +6,14 @@ private module name). Installed distributions provide names through entry-point 
 
 Every object from outside carries an *origin*, which becomes part of a run's identity, so an edited plugin never
 reuses an old result: a distribution's name and version plus the content hash of its module's source files; a
-file's content hash; an importable module outside any distribution, the hash of its source files.
+file's content hash, and that of the modules beside it that it imports (a file's folder is on the import path
+while it loads, as `python file.py` would have it); an importable module outside any distribution, the hash of
+its source files.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
 import importlib.metadata
@@ -68,6 +71,49 @@ def module_origin(module: Any) -> dict:
     return origin
 
 
+def _local_module(folder: Path, name: str) -> list[Path]:
+    """The source files of top-level module `name` when it lives in `folder` (a module file or a package)."""
+    if (folder / f"{name}.py").is_file():
+        return [folder / f"{name}.py"]
+    if (folder / name / "__init__.py").is_file():
+        return sorted((folder / name).rglob("*.py"))
+    return []
+
+
+def _imported_names(path: Path) -> set[str]:
+    """Top-level module names a source file imports anywhere in it (inside functions too: a lazy import counts)."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except (SyntaxError, ValueError):
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def local_sources(path: Path) -> list[Path]:
+    """The files beside a plugin file that decide its behaviour: the modules of its folder it imports, followed
+    import by import, plus any module already loaded from that folder (an import by importlib)."""
+    folder = path.parent
+    found: dict[Path, None] = {}
+    todo = [path]
+    while todo:
+        for name in sorted(_imported_names(todo.pop())):
+            for f in _local_module(folder, name):
+                if f != path and f not in found:
+                    found[f] = None
+                    todo.append(f)
+    for module in list(sys.modules.values()):
+        f = getattr(module, "__file__", None)
+        if f and Path(f).suffix == ".py" and Path(f).resolve().parent == folder and Path(f).resolve() != path:
+            found.setdefault(Path(f).resolve(), None)
+    return sorted(found)
+
+
 def _import_file(path: Path, what: str, ref: str) -> tuple[Any, str]:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     name = f"parbench_plugin_{path.stem}_{digest[:12]}"
@@ -76,6 +122,10 @@ def _import_file(path: Path, what: str, ref: str) -> tuple[Any, str]:
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ParbenchError(ref, f"a Python file defining the {what}", "a file Python cannot import")
+    # the file's folder goes on the import path, as `python file.py` puts it, so helpers beside it import (now,
+    # and lazily later, inside its functions)
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses and pickling look their module up here
     try:
@@ -99,6 +149,10 @@ def load_reference(ref: str, what: str, base: Path | None = None) -> tuple[Any, 
                 raise ParbenchError(ref, f"a Python file defining the {what}", f"no such file {path}")
             module, digest = _import_file(path.resolve(), what, ref)
             origin = {"kind": "file", "file": path.name, "sha256": digest}
+            local = local_sources(path.resolve())
+            if local:  # helpers beside the file: editing one is another run too
+                origin["local_modules"] = [str(f.relative_to(path.resolve().parent)) for f in local]
+                origin["local_sha256"] = _sources_sha256(local)
         else:
             module = importlib.import_module(head)
             origin = module_origin(module)

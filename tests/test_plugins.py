@@ -76,6 +76,72 @@ def test_a_method_from_a_file_runs_and_an_edit_is_a_new_run(tmp_path):
     assert "reused" not in rec2 and rec2["run_dir"] != rec["run_dir"]
 
 
+HELPED = """
+import torch.nn as nn
+from parbench.api import freeze, plain_method
+from probe_parts import Probe
+
+
+def build(backbone, card, options):
+    from probe_init import init_head  # imported lazily, inside the build
+
+    return init_head(Probe(backbone, card.num_attributes))
+
+
+SPEC = plain_method("helped-probe", build, recipe={"optimizer": "adamw", "lr": 1e-3, "epochs": 1})
+"""
+PARTS = """
+import torch.nn as nn
+from parbench.api import freeze
+
+
+class Probe(nn.Module):
+    def __init__(self, backbone, k):
+        super().__init__()
+        self.visual = freeze(backbone.visual)
+        self.fc = nn.Linear(backbone.embed_dim, k)
+
+    def forward(self, images):
+        return self.fc(self.visual(images).float())
+"""
+INIT = """
+def init_head(model):
+    return model
+"""
+
+
+def test_a_method_files_helpers_import_without_pythonpath_and_editing_one_is_a_new_run(tmp_path):
+    """The README's promise: an edited method never reuses a result, helpers beside the method file included."""
+    folder = tmp_path / "plugin"
+    folder.mkdir()
+    path = _plugin(folder, HELPED)
+    _plugin(folder, PARTS, "probe_parts.py")
+    init = _plugin(folder, INIT, "probe_init.py")
+    _plugin(folder, "raise SystemExit('not imported by the method: not part of it')\n", "unrelated.py")
+    spec = lambda: RunSpec(
+        dataset="synthetic",
+        method=f"{path}:SPEC",
+        backbone="parbench-tiny",
+        overrides=FAST,
+        out=str(tmp_path / "runs"),
+        quiet=True,
+    )
+    rec = run(spec())
+    assert rec["status"] == "finished"
+    origin = rec["identity"]["method_origin"]
+    assert origin["local_modules"] == ["probe_init.py", "probe_parts.py"] and len(origin["local_sha256"]) == 64
+    assert run(spec())["reused"]
+    first = spec().key()
+    init.write_text(INIT.replace("return model", "model.fc.bias.data.zero_()\n    return model"))
+    second = spec().key()
+    assert second != first
+    (folder / "probe_parts.py").write_text(PARTS + "# edited\n")
+    third = spec().key()
+    assert third not in (first, second)
+    (folder / "unrelated.py").write_text("# another edit, of a file the method never imports\n")
+    assert spec().key() == third
+
+
 def test_a_built_in_run_keeps_its_identity():
     """Built-in methods carry no origin in their identity, so earlier stores' runs are still found."""
     ident = RunSpec(dataset="synthetic", method="linear-probe", backbone="parbench-tiny").identity()
