@@ -113,6 +113,52 @@ def test_upar_partition_out_of_range_is_named(tmp_path):
         load_dataset("UPAR", tmp_path, partition=5, use_prepared=False)
 
 
+@pytest.mark.parametrize("partition", ["9", "-1"])
+def test_a_partition_the_dataset_lacks_names_the_pickle_everywhere(tmp_path, partition):
+    """-1 is refused too (a Python index would quietly read partition 8)."""
+    import subprocess
+    import sys
+
+    from tests.test_faults import one_line_error
+
+    fx.upar(tmp_path)
+    for cmd in (
+        ["datasets", "prepare", "UPAR", "--root", str(tmp_path), "--partition", partition],
+        ["run", "--dataset", "UPAR", "--root", str(tmp_path), "--partition", partition, "--method", "linear-probe"],
+    ):
+        proc = subprocess.run([sys.executable, "-m", "parbench", *cmd], capture_output=True, text=True)
+        one_line_error(proc.returncode, proc.stderr, f"{tmp_path}/dataset_all.pkl (UPAR", "0..8", partition)
+
+
+def test_msp60k_rows_with_the_wrong_label_count_name_the_image(msp):
+    import json
+
+    root, truth = msp
+    doc = json.loads((root / "random_split.json").read_text())
+    name = list(doc["val"])[3]
+    doc["val"][name] = doc["val"][name][:-1]
+    (root / "random_split.json").write_text(json.dumps(doc))
+    with pytest.raises(
+        ParbenchError, match=rf"random_split.json: val: 57 labels per image; found 56 labels for '{name}'"
+    ):
+        load_dataset("MSP60K", root, use_prepared=False)
+
+
+def test_msp60k_random_split_reads_scenes_where_the_scene_file_knows_them(msp):
+    """The random split never depended on Multi_Sences.json: images it does not list get the scene "unknown"."""
+    import json
+
+    root, truth = msp
+    doc = json.loads((root / "Multi_Sences.json").read_text())
+    dropped = doc["image_names"].pop(sorted(doc["image_names"])[0])
+    (root / "Multi_Sences.json").write_text(json.dumps(doc))
+    ds = load_dataset("MSP60K", root, use_prepared=False)
+    names = [p.removeprefix("images/") for p in ds.relpaths]
+    assert len(ds) == sum(len(truth["random"][s]) for s in ("train", "val", "test"))
+    for n, d in zip(names, ds.domains, strict=True):
+        assert d == ("unknown" if n in dropped else truth["scene_of"][n])
+
+
 def test_upar_challenge_csv_holds_out_market(tmp_path):
     truth = fx.upar(tmp_path)
     fx.upar_csv(tmp_path / "phase1/train/train.csv", truth)

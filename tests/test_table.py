@@ -154,6 +154,47 @@ def test_bad_tables_are_one_line_naming_file_line_and_column(tmp_path, header, r
     one_line_error(proc.returncode, proc.stderr, *needles)
 
 
+@pytest.mark.parametrize(
+    "train,test,needles",
+    [
+        ([], [[0, "1", "0"]], ["train.csv:", "an annotation row under the header", "a header only"]),
+        ([[0, "1", "0"], [0, "0", "0"]], [[3, "1", "0"]],
+         ["train.csv:3", "each image on one row", "'imgs/0.png' again", "train.csv:2, with other labels"]),
+        ([[0, "1", "0"], [1, "0", "0"]], [[0, "1", "0"]],
+         ["test.csv:2", "'imgs/0.png' again", "split 'train' there and 'test' here", "train.csv:2"]),
+    ],
+)  # fmt: skip
+def test_an_image_on_two_rows_or_in_two_splits_and_a_header_only_file_are_refused(tmp_path, train, test, needles):
+    imgs = _images(tmp_path, 4)
+    for name, rows in (("train.csv", train), ("test.csv", test)):
+        _write_table(tmp_path / name, ["image", "hat", "bag"], [[imgs[r[0]], *r[1:]] for r in rows])
+    card = _card(
+        tmp_path,
+        ("train.csv", "test.csv"),
+        'root = "."\n[reader_options]\nsplit_files = {train = "train.csv", test = "test.csv"}',
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "parbench", "datasets", "prepare", str(card)], capture_output=True, text=True
+    )
+    one_line_error(proc.returncode, proc.stderr, *needles)
+
+
+def test_one_scene_image_may_hold_several_person_boxes(tmp_path):
+    imgs = _images(tmp_path, 2)
+    header = ["image", "split", "x", "y", "w", "h", "hat", "bag"]
+    _write_table(
+        tmp_path / "t.csv",
+        header,
+        [
+            [imgs[0], "train", 0, 0, 10, 20, 1, 0],
+            [imgs[0], "train", 20, 0, 10, 20, 0, 1],
+            [imgs[1], "test", 0, 0, 10, 20, 1, 1],
+        ],
+    )
+    ds = load_dataset(str(_card(tmp_path, extra='root = "."')), use_prepared=False)
+    assert len(ds) == 3 and ds.partition("train").tolist() == [0, 1]
+
+
 def test_unknown_reader_options_and_unlisted_split_files(tmp_path):
     _write_table(tmp_path / "t.csv", ["image", "split", "hat", "bag"], [["a.png", "train", "1", "0"]])
     with pytest.raises(ParbenchError, match=r"\[reader_options\] of the table reader.*unknown \['path_col'\]"):

@@ -109,6 +109,18 @@ def read_dataset(card: Card, root: Path, partition: int = 0) -> PARDataset:
     return readers.get(card.reader)(card, root, partition=partition)
 
 
+def check_partition(card: Card, partition: int, root: Path | None = None) -> None:
+    """Refuse a partition the dataset does not have (a negative one too: Python would index from the end), naming
+    the file the partitions live in."""
+    n = max(card.partitions, 1)
+    if isinstance(partition, bool) or not isinstance(partition, int) or not 0 <= partition < n:
+        source = card.source_files[0] if card.source_files else card.path or card.name
+        where = root / source if root is not None and card.source_files else source
+        raise ParbenchError(
+            f"{where} ({card.name}, --partition)", f"a partition in 0..{n - 1} (the dataset has {n})", repr(partition)
+        )
+
+
 def load_dataset(
     name: str,
     root: str | Path | None = None,
@@ -121,6 +133,7 @@ def load_dataset(
     `source`: a reference pickle to read instead (Rethinking's dataset_all.pkl, PromptPAR's pad.pkl)."""
     card = load_card(name)
     root_path = resolve_root(card, root)
+    check_partition(card, partition, root_path)
     if source is not None:
         from parbench.data.readers.pickled import read_pickled
 
@@ -138,6 +151,7 @@ def prepare_dataset(name: str, root: str | Path | None = None, partition: int = 
     """Read the originals once, check images and split sizes, write the prepared copy; return a report."""
     card = load_card(name)
     root_path = resolve_root(card, root)
+    check_partition(card, partition, root_path)
     ds = read_dataset(card, root_path, partition)
     missing = []
     paths = ds.image_paths

@@ -31,6 +31,7 @@ from parbench.atomic import save_npz, save_torch, write_text
 from parbench.cards import Card, load_card
 from parbench.data.dataset import PARDataset
 from parbench.data.image_cache import split_cache
+from parbench.data.prepared import check_partition
 from parbench.data.torchdata import ImageSplit
 from parbench.data.transforms import build_transform
 from parbench.engine import dist, memory
@@ -71,8 +72,7 @@ def plan_run(spec: RunSpec) -> Plan:
     card = load_card(spec.dataset)
     if not (isinstance(spec.seed, int) and 0 <= spec.seed < 2**32):
         raise ParbenchError("--seed", "an integer in [0, 2^32)", repr(spec.seed))
-    if not 0 <= spec.partition < max(card.partitions, 1):
-        raise ParbenchError(f"--partition for {card.name}", f"0..{max(card.partitions, 1) - 1}", str(spec.partition))
+    check_partition(card, spec.partition, Path(spec.root) if spec.root else None)
     cfg, options = resolve_config(method, spec.overrides, card.name)
     backbone = spec.backbone or method.default_backbone
     identity = spec.identity()

@@ -6,7 +6,9 @@ spelling: {"split": {"split_k": {"trainval": [scene...], "test": [scene...]}}, "
 with `merged_labels.json` ({image: [57 ints]}) for a cross-scene split, whose images are ordered trainval then
 test, scene by scene, as the preprocessing orders them. Splits are taken from the JSON, never from a table in
 code (split_3, which the preprocessing loads, is defined in no file we could read). Each image's scene is kept
-(the dataset's domains) whenever the scene file is there, so test scores come per scene too.
+(the dataset's domains) whenever the scene file is there, so test scores come per scene too; the random split
+does not depend on that file (the authors' preprocessing never reads it for that split), so an image it does not
+list has the scene "unknown" there.
 
 The EasyDict pickles the preprocessing writes go through the generic reference-pickle reader (`--from-pickle`);
 `check_derived` refuses LLM-PAR's template pickles there, whose columns are shifted (see below).
@@ -28,6 +30,9 @@ from parbench.errors import ParbenchError
 LLM_PAR_ORDER_START = ("Bald", "Long hair", "Black hair", "Hat", "Glasses", "Mask", "Helmet", "Scarf", "Gloves")
 
 
+UNKNOWN_SCENE = "unknown"  # an image of the random split the scene file does not list
+
+
 def _json(path: Path) -> dict:
     if not path.is_file():
         raise ParbenchError(path, "the MSP60K annotation file", "no such file")
@@ -37,10 +42,12 @@ def _json(path: Path) -> dict:
         raise ParbenchError(path, "a JSON annotation file", str(e)) from None
 
 
-def _label_rows(rows: list, path: Path, what: str, k: int) -> np.ndarray:
-    lab = np.asarray(rows)
-    if lab.ndim != 2 or lab.shape[1] != k:
-        raise ParbenchError(path, f"{what}: {k} labels per image", f"shape {lab.shape}")
+def _label_rows(rows: list, names: list[str], path: Path, what: str, k: int) -> np.ndarray:
+    for name, row in zip(names, rows, strict=True):
+        if not isinstance(row, list) or len(row) != k:
+            got = f"{len(row)} labels" if isinstance(row, list) else type(row).__name__
+            raise ParbenchError(path, f"{what}: {k} labels per image", f"{got} for '{name}'")
+    lab = np.asarray(rows, dtype=np.int64).reshape(len(rows), k)
     values = set(np.unique(lab).tolist())
     if not values <= {0, 1}:
         raise ParbenchError(path, f"{what}: labels 0/1", f"values {sorted(values)[:6]}")
@@ -76,8 +83,8 @@ def read_msp60k(card: Card, root: Path, partition: int = 0) -> PARDataset:
             if not isinstance(block, dict):
                 raise ParbenchError(path, f"a '{s}' object {{image: [labels]}}", type(block).__name__)
             parts[s] = np.arange(len(names), len(names) + len(block))
+            labels.append(_label_rows(list(block.values()), list(block), path, s, k))
             names += list(block)
-            labels.append(_label_rows(list(block.values()), path, s, k))
         parts["trainval"] = np.concatenate([parts["train"], parts["val"]])
         raw = np.concatenate(labels)
         scenes = _scenes(scene_path) if scene_path.is_file() else None
@@ -102,15 +109,12 @@ def read_msp60k(card: Card, root: Path, partition: int = 0) -> PARDataset:
         missing = [n for n in names if n not in all_labels]
         if missing:
             raise ParbenchError(label_path, f"labels for every image of {split}", f"none for {missing[:3]}")
-        raw = _label_rows([all_labels[n] for n in names], label_path, split, k)
+        raw = _label_rows([all_labels[n] for n in names], names, label_path, split, k)
     where = {n: i for i, n in enumerate(card.raw_order)}
     cols = [where[a.name] for a in card.attributes]
     domains = None
-    if scenes is not None:
-        unknown = [n for n in names if n not in scenes]
-        if unknown:
-            raise ParbenchError(scene_path, "a scene for every image", f"none for {len(unknown)}, e.g. {unknown[0]}")
-        domains = [scenes[n] for n in names]
+    if scenes is not None:  # the random split never reads the scene file: scenes where it knows them
+        domains = [scenes.get(n, UNKNOWN_SCENE) for n in names]
     prefix = f"{card.images}/" if card.images else ""
     return PARDataset(
         name=card.name,

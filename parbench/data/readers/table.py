@@ -11,7 +11,9 @@ card's `images` folder when it has one [`image`]; an optional person box [`x`, `
 an optional identity [`identity`]; the split [`split`]; one column per card attribute, matched by the
 attribute's name (or `columns = {attribute = "column"}`), valued 1 (positive), 0 (negative), or empty / NA /
 null (unspecified: 255). Other columns are ignored. A `trainval` split is the union of train and val where the
-file has no split of that name. Anything else is an error naming the file, the line and the column.
+file has no split of that name. Each image (each person box of an image, where the table has boxes) is on one row:
+the same image twice, in one split or two, is refused with both lines named, since it would be counted twice or
+leak between training and test. Anything else is an error naming the file, the line and the column.
 """
 
 from __future__ import annotations
@@ -127,6 +129,22 @@ def _columns(card: Card, opts: dict, header: list[str], path: Path) -> list[str]
     return cols
 
 
+def _check_once(seen: dict, key: tuple, split: str, row: list[int], where: str, labels: list) -> None:
+    """Refuse an image (or person box) on a second row, naming both lines."""
+    if key not in seen:
+        seen[key] = (split, where, len(labels) - 1)
+        return
+    first_split, first, i = seen[key]
+    what = "its first row" if first_split == split else f"split '{first_split}' there and '{split}' here"
+    labels_differ = ", with other labels" if labels[i] != row else ""
+    box = f" box {list(key[1])}" if key[1] is not None else ""
+    raise ParbenchError(
+        where,
+        f"each image{' box' if box else ''} on one row",
+        f"'{key[0]}'{box} again ({what}, {first}{labels_differ})",
+    )
+
+
 def read_table(card: Card, root: Path, partition: int = 0) -> PARDataset:
     """A `PARDataset` from the card's table file(s); see the module docstring."""
     if partition != 0:
@@ -141,10 +159,13 @@ def read_table(card: Card, root: Path, partition: int = 0) -> PARDataset:
                 f"source_files {list(card.source_files)}",
             )
     relpaths, labels, splits, idents, boxes, origins = [], [], [], [], [], []
+    seen: dict[tuple, tuple[str, str]] = {}  # (image, box) -> (split, file:line) of its first row
     box_cols = list(opts["box_columns"])
     for split, name in files.items():
         path = root / name
         header, rows = read_rows(path)
+        if not rows:
+            raise ParbenchError(path, "an annotation row under the header (one per image)", "a header only")
         cols = _columns(card, opts, header, path)
         has_box = all(c in header for c in box_cols)
         has_id = opts["identity_column"] in header
@@ -172,6 +193,7 @@ def read_table(card: Card, root: Path, partition: int = 0) -> PARDataset:
             if has_id:
                 value = row.get(opts["identity_column"])
                 idents.append(int(_number(value, where, opts["identity_column"])) if value not in ("", None) else -1)
+            _check_once(seen, (rel, tuple(boxes[-1]) if has_box else None), splits[-1], labels[-1], where, labels)
     names = sorted(set(splits))
     if "" in names:
         raise ParbenchError(
