@@ -4,6 +4,7 @@ share (by name or a declared alias, negations included); one record per (run, B)
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_pairing_is_exact_so_markets_age_adult_is_not_upars_age_adult(tmp_path):
     paired = {p.train for p in m.pairs} | {p.eval for p in m.pairs}
     assert not paired & {"age-young", "age-teenager", "age-adult", "age-old", "Age-Young", "Age-Adult", "Age-Old"}
     src = load_card("synthetic").path
-    text = open(src).read().replace('name = "synthetic"', 'name = "synthetic-case"', 1)
+    text = Path(src).read_text().replace('name = "synthetic"', 'name = "synthetic-case"', 1)
     case = tmp_path / "case.toml"
     case.write_text(text.replace('name = "hat"', 'name = "Hat"', 1))
     m = match_attributes(parse_card(case), load_card("synthetic-zs"))

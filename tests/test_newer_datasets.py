@@ -133,7 +133,7 @@ def test_a_partition_the_dataset_lacks_names_the_pickle_everywhere(tmp_path, par
 def test_msp60k_rows_with_the_wrong_label_count_name_the_image(msp):
     import json
 
-    root, truth = msp
+    root, _ = msp
     doc = json.loads((root / "random_split.json").read_text())
     name = list(doc["val"])[3]
     doc["val"][name] = doc["val"][name][:-1]
