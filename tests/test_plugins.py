@@ -196,6 +196,14 @@ BAD = {
     "name_taken": (PLAIN.replace('"my-probe"', '"finetune"'), "SPEC", ["a method name of its own", "'finetune'"]),
     "builds_no_module": (PLAIN.replace("Probe(backbone, card.num_attributes)", "None"), "SPEC",
                          ["build(backbone, card, options) -> nn.Module", "NoneType"]),
+    "nan_in_training": (PLAIN.replace("return self.fc(self.visual(images).float())",
+                                      "return self.fc(self.visual(images).float()) * float('nan')"), "SPEC",
+                        ["method plugin my-probe (file my_method.py), training", "a finite loss", "nan"]),
+    "nan_evaluation_only": (PLAIN.replace("return self.fc(self.visual(images).float())",
+                                          "return self.fc(self.visual(images).float()) / 0.0 * 0.0")
+                            + "\nimport dataclasses\nSPEC = dataclasses.replace(SPEC, trains=False)\n", "SPEC",
+                            ["method plugin my-probe (file my_method.py)", "finite logits for every image",
+                             "NaN or infinite logits for"]),
 }  # fmt: skip
 
 

@@ -20,9 +20,9 @@ PREPARED_VERSION = 3  # 2: box origins, 3: image domains
 _ARRAYS = ("labels", "identities", "boxes", "extra_labels")
 
 
-def resolve_root(card: Card, root: str | Path | None) -> Path:
+def resolve_root(card: Card, root: str | Path | None, flag: str = "--root DIR") -> Path:
     """Explicit root > environment/config > the card's own `root` (relative to the card file) > (synthetic
-    only) generated into the cache."""
+    only) generated into the cache. `flag`: how the command at hand takes a root, for the advice."""
     if root is None:
         root = configured_root(card.name)
     if root is None and card.root and card.path:  # a card kept beside its data names the folder itself
@@ -34,7 +34,7 @@ def resolve_root(card: Card, root: str | Path | None) -> Path:
     if root is None:
         raise ParbenchError(
             card.name,
-            f"a dataset root: pass --root DIR, set {env_var(card.name)}, or add it under [roots] in the config",
+            f"a dataset root: pass {flag}, set {env_var(card.name)}, or add it under [roots] in the config",
             "none given",
         )
     root = Path(root).expanduser().resolve()

@@ -53,6 +53,29 @@ def score_mapped(probs: np.ndarray, labels: np.ndarray, amap: AttributeMap, trai
     return p, y, protocol_metrics(y, p, unspecified)
 
 
+def eval_target(train_card, eval_on: str, root: str | None):
+    """(evaluated card, attribute map, its root) for scoring a model of `train_card` on `eval_on`; every way this
+    can fail (no such dataset, nothing shared, no root) is one error, raised before any training when a run asks
+    for cross scores."""
+    from parbench.data.prepared import resolve_root
+
+    eval_card = load_card(eval_on)
+    amap = match_attributes(train_card, eval_card)
+    if not amap.pairs:
+        raise ParbenchError(
+            eval_card.path or eval_card.name,
+            f"attributes shared with {train_card.name} (the same name, or a declared alias in either card)",
+            "none",
+        )
+    resolve_root(eval_card, root, flag=f"--eval-root {eval_card.name}=DIR")
+    return eval_card, amap
+
+
+def run_card(run: dict):
+    """The card a finished run trained on: by the path or name its saved config holds (a card file stays a file)."""
+    return load_card(run.get("config", {}).get("run", {}).get("dataset") or run["identity"]["dataset"])
+
+
 def _key(run_key: str, card, data_sha: str, amap: AttributeMap, split: str, limit: int) -> str:
     blob = json.dumps([run_key, card.identity_sha256, data_sha, amap.as_dict(), split, limit], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
@@ -80,14 +103,8 @@ def cross_evaluate(
     if not rec_path.is_file():
         raise ParbenchError(run_dir, "a finished run folder (record.json) to evaluate on another dataset", "none")
     run = json.loads(rec_path.read_text())
-    train_card, eval_card = load_card(run["identity"]["dataset"]), load_card(eval_on)
-    amap = match_attributes(train_card, eval_card)
-    if not amap.pairs:
-        raise ParbenchError(
-            eval_card.path or eval_card.name,
-            f"attributes shared with {train_card.name} (the same name, or a shared alias in either card)",
-            "none",
-        )
+    train_card = run_card(run)
+    eval_card, amap = eval_target(train_card, eval_on, root)
     split = eval_card.test_split
     limit = int(run.get("config", {}).get("train", {}).get("limit", 0) or 0)
     data_sha = data_fingerprint(eval_card, root)

@@ -73,6 +73,11 @@ def plan_run(spec: RunSpec) -> Plan:
     if not (isinstance(spec.seed, int) and 0 <= spec.seed < 2**32):
         raise ParbenchError("--seed", "an integer in [0, 2^32)", repr(spec.seed))
     check_partition(card, spec.partition, Path(spec.root) if spec.root else None)
+    if spec.eval_on:  # a cross target that cannot be scored fails now, not after the training
+        from parbench.engine.cross import eval_target
+
+        for name in spec.eval_on:
+            eval_target(card, name, spec.eval_roots.get(name))
     cfg, options = resolve_config(method, spec.overrides, card.name)
     backbone = spec.backbone or method.default_backbone
     identity = spec.identity()
@@ -420,10 +425,11 @@ def run(spec: RunSpec) -> dict:
                     test_idx,
                     cache_info,
                 )
-            except Diverged as e:
+            except Diverged as e:  # named after the method: a plugin's NaN is the plugin's to fix
+                e = Diverged(e.epoch, e.step, e.loss, where=f"{method_where(plan.method)}, training")
                 if main:
                     _failed(plan, built, e, store, t_start)
-                raise
+                raise e from None
         else:
             hist, selected_on = History(selected_on="none (no training)"), "none (no training)"
         fit_s = time.perf_counter() - t_fit

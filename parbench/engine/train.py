@@ -219,6 +219,13 @@ def predict(
             tick(len(images))
     k = getattr(model, "num_attributes", 0)
     probs = np.concatenate(probs) if probs else np.zeros((0, k), np.float32)
+    bad = ~np.isfinite(probs).all(axis=1)
+    if bad.any():  # NaN logits give NaN probabilities: the model's fault, named before any metric sees them
+        raise ParbenchError(
+            where,
+            "finite logits for every image",
+            f"NaN or infinite logits for {int(bad.sum())} of {len(probs)} images (the first at position {int(np.argmax(bad))})",
+        )
     labels = np.concatenate(labels).astype(np.uint8) if labels else np.zeros((0, k), np.uint8)
     n = len(loader.dataset)
     if stats is not None and losses:
