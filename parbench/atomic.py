@@ -19,7 +19,7 @@ def atomic_write(path: str | Path, write: Callable[[str], Any]) -> None:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
     except OSError as e:
         raise ParbenchError(path.parent, "a writable folder", e.strerror or str(e)) from None
     os.close(fd)

@@ -54,7 +54,7 @@ def merge_adapters(model) -> int:
     return merged
 
 
-def metadata(restored, size_key: str = "") -> dict[str, str]:
+def metadata(restored) -> dict[str, str]:
     from parbench.metrics import PROTOCOLS
 
     built = restored.built
@@ -63,7 +63,7 @@ def metadata(restored, size_key: str = "") -> dict[str, str]:
         "dataset": built.card.name,
         "backbone": built.backbone.name,
         "source": restored.source,
-        "key": (restored.run or {}).get("key", size_key),
+        "key": restored.key,
     }
     return {
         "parbench_attributes": json.dumps(list(built.card.attribute_names)),
@@ -71,6 +71,25 @@ def metadata(restored, size_key: str = "") -> dict[str, str]:
         "parbench_preprocess": json.dumps(asdict(built.preprocess)),
         "parbench_run": json.dumps(run),
     }
+
+
+def _export(module, example, tmp: str, meta: dict[str, str], fmt: str, name: str) -> None:
+    """Write `module` in `fmt` to `tmp`; an operator the format lacks or a trace that fails is one error naming
+    the method."""
+    import torch
+
+    try:
+        if fmt == "onnx":
+            _onnx(module, example, tmp, meta)
+        else:
+            with torch.no_grad():
+                torch.jit.trace(module, (example,), check_trace=False).save(tmp)
+    except ParbenchError:
+        raise
+    except Exception as e:
+        raise ParbenchError(
+            f"method {name}", f"a model that {fmt} can export", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
+        ) from None
 
 
 def _onnx(module, example, tmp: str, meta: dict[str, str]) -> None:
@@ -184,47 +203,43 @@ def export_run(
     # nn.MultiheadAttention's inference fast path (a fused kernel ONNX has no operator for) is what a frozen
     # CLIP tower runs in eval mode; the exported graph uses its plain form, the same arithmetic
     fastpath = torch.backends.mha.get_fastpath_enabled()
+    other = torch.randn(3, 3, h, w, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eager_other = module(other).numpy()
+    measured: dict[str, float] = {}
+
+    def write_checked(tmp: str) -> None:
+        """Export into the temporary file and check it there: a failed check leaves any file already at the
+        output path as it was (atomic_write removes the temporary file and moves nothing)."""
+        _export(module, example, tmp, meta, fmt, name)
+        # checked on the traced batch and on one of another size (a batch size baked into the graph shows there)
+        try:
+            run = load_exported(tmp)
+            diff = max(float(np.abs(run(x.numpy()) - e).max()) for x, e in ((example, eager), (other, eager_other)))
+        except Exception as e:  # the file does not run (a shape fixed at export time)
+            raise ParbenchError(
+                f"method {name}",
+                f"a {fmt} export that runs on any batch size",
+                f"{type(e).__name__}: {str(e).splitlines()[0][:200]} (nothing written)",
+            ) from None
+        if not diff <= TOLERANCE:
+            raise ParbenchError(
+                f"method {name}",
+                f"an export that matches the eager model to {TOLERANCE:g}",
+                f"a largest probability difference of {diff:.3g} (nothing written)",
+            )
+        measured["diff"] = diff
+
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        if fmt == "onnx":
-            atomic_write(output, lambda tmp: _onnx(module, example, tmp, meta))
-        else:
-            with torch.no_grad():
-                traced = torch.jit.trace(module, (example,), check_trace=False)
-            atomic_write(output, lambda tmp: traced.save(tmp))
-    except ParbenchError:
-        raise
-    except Exception as e:  # an operator the format lacks, a trace that fails: nothing is written
-        raise ParbenchError(
-            f"method {name}", f"a model that {fmt} can export", f"{type(e).__name__}: {str(e).splitlines()[0][:200]}"
-        ) from None
+        atomic_write(output, write_checked)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
     if fmt == "torchscript":
         from parbench.atomic import write_text
 
         write_text(output.with_suffix(".json"), json.dumps(meta, indent=1))
-    # checked on the traced batch and on one of another size (a batch size baked into the graph shows there)
-    other = torch.randn(3, 3, h, w, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        eager_other = module(other).numpy()
-    try:
-        run = load_exported(output)
-        diff = max(float(np.abs(run(x.numpy()) - e).max()) for x, e in ((example, eager), (other, eager_other)))
-    except Exception as e:  # the file does not run (a shape fixed at export time)
-        output.unlink(missing_ok=True)
-        raise ParbenchError(
-            f"method {name}",
-            f"a {fmt} export that runs on any batch size",
-            f"{type(e).__name__}: {str(e).splitlines()[0][:200]} (file removed)",
-        ) from None
-    if not diff <= TOLERANCE:
-        output.unlink(missing_ok=True)
-        raise ParbenchError(
-            f"method {name}",
-            f"an export that matches the eager model to {TOLERANCE:g}",
-            f"a largest probability difference of {diff:.3g} (file removed)",
-        )
+    diff = measured["diff"]
     return {
         "path": str(output),
         "format": fmt,

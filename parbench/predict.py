@@ -124,7 +124,14 @@ def predict_exported(
     task = progress.add_task("predicting", total=len(files)) if progress else None
     out, run = [], load_exported(model)
     for x, _, _ in loader:
-        out.append(run(x.numpy()))
+        p = np.asarray(run(x.numpy()))
+        if p.shape != (len(x), k):  # a file whose outputs are not its metadata's attributes: columns would shift
+            raise ParbenchError(
+                model,
+                f"{len(x)} x {k} probabilities for a batch of {len(x)} (one per attribute its metadata names)",
+                f"outputs of shape {tuple(p.shape)}",
+            )
+        out.append(p)
         if progress:
             progress.advance(task, len(x))
     thr = meta["thresholds"][protocol] if threshold is None else threshold

@@ -72,6 +72,51 @@ def test_torchscript_export_carries_its_metadata_beside_it(tmp_path):
     out = predict_exported(tmp_path / "model.pt", [ds.image_paths[i] for i in saved["index"]], protocol="rethinking")
     np.testing.assert_allclose(out["probs"], saved["probs"], atol=1e-4)
     assert out["threshold"] == 0.5
+    assert read_metadata(tmp_path / "model.pt")["run"]["key"] == rec["key"]  # the run's identity travels
+    # a file whose outputs are not the attributes its metadata names is refused, not written out shifted
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta["parbench_attributes"] = json.dumps(json.loads(meta["parbench_attributes"])[:-1])
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ParbenchError, match=r"model.pt: 1 x 11 probabilities .*; found outputs of shape \(1, 12\)"):
+        predict_exported(tmp_path / "model.pt", [ds.image_paths[0]])
+
+
+BATCH_BAKED = """
+import torch.nn as nn
+from parbench.api import freeze, plain_method
+
+
+class Baked(nn.Module):
+    def __init__(self, backbone, k):
+        super().__init__()
+        self.visual = freeze(backbone.visual)
+        self.fc = nn.Linear(backbone.embed_dim, k)
+
+    def forward(self, images):
+        return self.fc(self.visual(images).float()) + float(images.shape[0])  # a batch size the export bakes in
+
+
+SPEC = plain_method("baked", lambda backbone, card, options: Baked(backbone, card.num_attributes), recipe={"epochs": 1})
+"""
+
+
+def test_a_failed_parity_check_leaves_the_file_already_there(tmp_path):
+    (tmp_path / "baked.py").write_text(textwrap.dedent(BATCH_BAKED))
+    rec = run(
+        RunSpec(
+            dataset="synthetic",
+            method=f"{tmp_path / 'baked.py'}:SPEC",
+            backbone="parbench-tiny",
+            overrides=FAST,
+            out=str(tmp_path / "runs"),
+            quiet=True,
+        )
+    )
+    mine = tmp_path / "model.onnx"
+    mine.write_bytes(b"the user's earlier export")
+    with pytest.raises(ParbenchError, match=r"method baked: an export that matches the eager model.*nothing written"):
+        export_run(rec["run_dir"], "onnx", mine)
+    assert mine.read_bytes() == b"the user's earlier export" and not list(tmp_path.glob(".model.onnx*"))
 
 
 UNEXPORTABLE = """

@@ -32,6 +32,8 @@ class Restored:
     source: str  # "parbench" or "reference"
     run: dict = field(default_factory=dict)  # a parbench run's own data settings (root, partition, ...)
     inferred: dict | None = None  # a foreign checkpoint: what was read off its tensors and what defaulted
+    # the model's identity: a parbench run's key (its settings and data), or a foreign file's content hash
+    key: str = ""
 
     @property
     def model(self) -> torch.nn.Module:
@@ -108,7 +110,10 @@ def _restore_run(
             "the frozen weights the run trained with (same backbone weights and seed)",
             f"other weights from {bb['name']} pretrained={pretrained or bb['pretrained']}",
         )
-    return Restored(built, "parbench", run)
+    from parbench.engine.spec import identity_key
+
+    key = identity_key(obj["identity"]) if obj.get("identity") else ""
+    return Restored(built, "parbench", run, key=key)
 
 
 def restore(
@@ -134,7 +139,9 @@ def restore(
                 path, "--dataset for a foreign checkpoint (it does not name its attributes)", "no dataset given"
             )
         built, inferred = spec.import_checkpoint(obj, load_card(dataset), backbone, overrides, str(path))
-        r = Restored(built, "reference", {}, inferred)
+        from parbench.hashing import file_sha256
+
+        r = Restored(built, "reference", {}, inferred, key=file_sha256(path)[:12])
     r.built.model.eval()
     return r
 
