@@ -84,15 +84,18 @@ def forward_flops(model, size: tuple[int, int]) -> int:
     return int(counter.get_total_flops())
 
 
-def method_info(method: str, backbone: str, dataset: str | None, num_attributes: int | None, overrides: dict) -> dict:
+def method_info(
+    method: str, backbone: str | None, dataset: str | None, num_attributes: int | None, overrides: dict
+) -> dict:
     """Parameter counts and forward FLOPs of a method's model as a run builds it (the modules it runs; the
-    image tower apart)."""
+    image tower apart). No backbone: the method's default, as `run` takes it."""
     from parbench.cards import load_card
     from parbench.engine.config import resolve_config
     from parbench.engine.params import count_params
     from parbench.methods import get_method
 
     spec = get_method(method)
+    backbone = backbone or spec.default_backbone
     if dataset:
         card = load_card(dataset)
     elif num_attributes:

@@ -241,7 +241,16 @@ class Store:
             np.savez_compressed(b, probs=probs.astype(np.float32), labels=labels)
             buf = b.getvalue()
         row = (record["id"], record["kind"], record["run_id"], record.get("run_key"), json.dumps(record, default=float))
-        self._write(lambda con: con.execute("INSERT OR REPLACE INTO derived VALUES (?,?,?,?,?,?)", (*row, buf)))
+        # the same id is the same evaluation: a copy without predictions (a merge from a store that kept none)
+        # never takes away the predictions already stored
+        self._write(
+            lambda con: con.execute(
+                "INSERT INTO derived VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET kind = excluded.kind,"
+                " run_id = excluded.run_id, run_key = excluded.run_key, record = excluded.record,"
+                " npz = COALESCE(excluded.npz, derived.npz)",
+                (*row, buf),
+            )
+        )
 
     def derived(self, kind: str | None = None) -> list[dict]:
         """Derived records (of one kind, or all), in a stable order; a row that is not valid JSON is left out."""
@@ -291,6 +300,10 @@ class Store:
         """Complete run records in a stable order (rows that cannot be used are left out: `read_records` names
         them); `status=None` for every status."""
         return self.read_records(include_smoke, status)[0]
+
+    def run_ids(self) -> set[str]:
+        """Every run row's id, whatever its status."""
+        return {r for (r,) in self._read("SELECT run_id FROM runs")}
 
     def keys(self) -> set[str]:
         """Identities already recorded (finished or failed): a suite does not run them again."""

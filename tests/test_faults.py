@@ -449,6 +449,32 @@ def test_report_skips_and_names_a_row_it_cannot_read(tmp_path):
     assert code == 0 and "skipped run foreign-1" in err and "merged 12 runs" in out, err
 
 
+def test_report_names_cross_and_robust_records_whose_run_is_gone_and_merge_keeps_their_predictions(tmp_path):
+    import numpy as np
+
+    from parbench.store import Store
+    from tests.test_store_report import _store_with_runs
+
+    store = _store_with_runs(tmp_path)
+    for kind in ("cross", "robust"):
+        store.add_derived({"id": f"gone@{kind}", "kind": kind, "run_id": "gone-run", "run_key": "k"})
+    code, _, err = cli("report", "--store", store.path, "--out", tmp_path / "rep")
+    assert code == 0, err
+    for kind in ("cross", "robust"):
+        assert f"skipped {kind} record gone@{kind}: its run gone-run is not in the store" in err
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert 'id="skipped"' in page and "gone@robust" in page
+    # a merge never replaces a derived record holding predictions with a copy that has none
+    rich, poor = Store(tmp_path / "rich.sqlite"), Store(tmp_path / "poor.sqlite")
+    rec = {"id": "r@x", "kind": "cross", "run_id": "r", "run_key": "k"}
+    probs, labels = np.full((3, 2), 0.25, np.float32), np.ones((3, 2), np.uint8)
+    rich.add_derived(rec, probs, labels)
+    poor.add_derived({**rec, "note": "a copy that kept no predictions"})
+    rich.merge_from(poor.path)
+    got = rich.derived_predictions("r@x")
+    assert got is not None and np.array_equal(got[0], probs) and rich.derived("cross")[0]["note"]
+
+
 def test_report_of_a_store_with_only_unreadable_rows_is_one_line(tmp_path):
     from parbench.store import Store
 
@@ -564,3 +590,39 @@ def test_missing_images_and_bad_seeds_stop_before_training(tmp_path):
     one_line_error(code, err, "missing", "00007.png")
     code, _, err = cli(*RUN, "--out", tmp_path / "runs", "--seed", "-1")
     one_line_error(code, err, "--seed")
+
+
+def test_robust_refuses_settings_it_would_ignore_and_an_empty_plan(tmp_path):
+    from parbench.engine.run import RunSpec, run
+
+    over = {"limit": 16, "epochs": 1, "bootstrap": 0}
+    spec = RunSpec("synthetic", "linear-probe", backbone="parbench-tiny", overrides=over, out=str(tmp_path / "runs"))
+    rec = run(spec)
+    folder = rec["run_dir"]
+    code, _, err = cli("robust", folder, "--set", "lr=1", "--corruptions", "contrast", "--attacks", "none")
+    one_line_error(code, err, "--set", "only settings that change no number", "found lr")
+    code, _, err = cli("robust", folder, "--set", "eval_batch_size=abc", "--corruptions", "contrast")
+    one_line_error(code, err, "eval_batch_size as int", "'abc'")
+    code, _, err = cli("robust", folder, "--corruptions", "none", "--attacks", "none")
+    one_line_error(code, err, "at least one corruption or attack", "none of either")
+    code, out, err = cli("robust", folder, "--set", "eval_batch_size=4", "--corruptions", "contrast",
+                         "--severities", "1", "--attacks", "none", "--json")  # fmt: skip
+    assert code == 0, err
+    assert len(json.loads(out)[folder]["records"]) == 1
+
+
+def test_methods_info_takes_the_methods_own_backbone_and_datasets_info_the_cards_root(tmp_path):
+    code, out, err = cli("methods", "info", "vtb", "--dataset", "PETA", "--json")
+    assert code == 0, err
+    assert json.loads(out)["backbone"] == "timm:vit_base_patch16_224" and json.loads(out)["total_params"] == 86365545
+    code, out, err = cli("methods", "info", "strong-baseline", "--dataset", "PETA", "--json")
+    assert code == 0 and json.loads(out)["total_params"] == 23579747, err
+    (tmp_path / "t.csv").write_text("image,split,hat\na.png,train,1\nb.png,train,0\nc.png,test,0\n")
+    card = tmp_path / "mine.toml"
+    card.write_text(
+        'name = "mine"\nversion = 1\nreader = "table"\ndescription = "d"\nsource_files = ["t.csv"]\nroot = "."\n'
+        '[splits]\ntrain = 2\n[[attributes]]\nname = "hat"\ngroup = "head"\npositive = "a hat"\nnegative = "no hat"\n'
+    )
+    code, out, err = cli("datasets", "info", card, "--json")
+    assert code == 0, err
+    assert json.loads(out)["splits"] == {"test": 1, "train": 2}  # read from the card's own root

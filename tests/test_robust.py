@@ -76,9 +76,15 @@ def test_corruptions_equal_the_reference_packaging(name, monkeypatch):
         arg = Image.fromarray(x) if name in ("jpeg_compression", "pixelate") else x
         ref = np.uint8(np.clip(np.asarray(getattr(ic, name)(arg, s)), 0, 255))
         got = corrupt(x, name, s, 1234)
-        if name == "defocus_blur":  # OpenCV filters in float32, scipy in float64: a truncation may land 1 apart
+        if name == "defocus_blur":  # OpenCV's and scipy's filters round apart: a truncation may land 1 apart
             d = np.abs(got.astype(int) - ref.astype(int))
-            assert d.max() <= 1 and (d > 0).mean() < 1e-3, (s, d.max(), (d > 0).mean())
+            assert d.max() <= 1, (s, d.max())
+            flat = np.full((160, 80, 3), 120, np.uint8)  # large flat regions: most pixels may differ, by one level
+            flat[40:120, 20:60] = (30, 200, 90)
+            np.random.seed(1234)
+            ref = np.uint8(np.clip(np.asarray(getattr(ic, name)(flat, s)), 0, 255))
+            d = np.abs(corrupt(flat, name, s, 1234).astype(int) - ref.astype(int))
+            assert d.max() <= 1, (s, d.max())
         else:
             np.testing.assert_array_equal(got, ref, err_msg=f"{name} severity {s}")
 

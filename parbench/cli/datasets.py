@@ -56,8 +56,11 @@ def datasets_info(
         "splits_card": card.splits,
         "attributes": [a.name for a in card.attributes],
         "groups": card.groups(),
+        "aliases": {a.name: list(a.aliases) for a in card.attributes if a.aliases},
+        "aliases_source": card.aliases_source,
     }
-    if root is not None or configured_root(card.name) is not None or card.reader == "synthetic_json":
+    has_root = root is not None or configured_root(card.name) is not None or (card.root and card.path)
+    if has_root or card.reader == "synthetic_json":  # a card kept beside its data names its folder (`root`)
         from parbench.data import load_dataset
 
         ds = load_dataset(card.path or card.name, root, partition)

@@ -29,8 +29,12 @@ def methods_list(
 def methods_info(
     method: Annotated[str, typer.Argument(help="Method name, or a plugin as module:ATTR / file.py:ATTR.")],
     backbone: Annotated[
-        str, typer.Option(help="open_clip model name (ViT-L-14, parbench-tiny) or timm:NAME (timm:resnet50).")
-    ] = "ViT-L-14",
+        str | None,
+        typer.Option(
+            help="open_clip model name (ViT-L-14, parbench-tiny) or timm:NAME (timm:resnet50); the method's own "
+            "default (as `run` uses) if omitted."
+        ),
+    ] = None,
     dataset: Annotated[str | None, typer.Option(help="Dataset whose attributes size the heads.")] = None,
     num_attributes: Annotated[int | None, typer.Option(help="Number of attributes, instead of --dataset.")] = None,
     variant: Annotated[str | None, typer.Option(help="PromptPAR variant: fixed or reference.")] = None,

@@ -65,16 +65,21 @@ def robust_cmd(
         raise ParbenchError(
             checkpoint, "--dataset for a reference checkpoint (it does not name its attributes)", "none"
         )
+    settings = overrides(None, set_)
+    if runs:
+        from parbench.robust.evaluate import check_eval_settings
+
+        check_eval_settings(settings)
     results = {}
     bar = progress_bar(as_json)
     with bar or contextlib.nullcontext():
         for run_dir in runs or []:
-            results[str(run_dir)] = robust_evaluate(run_dir, plan, db, bar)
+            results[str(run_dir)] = robust_evaluate(run_dir, plan, db, bar, settings=settings)
         if checkpoint is not None:
             from parbench.robust.evaluate import reference_run
 
             folder, built = reference_run(
-                checkpoint, dataset, out_dir, str(root) if root else None, method, backbone, overrides(None, set_), bar
+                checkpoint, dataset, out_dir, str(root) if root else None, method, backbone, settings, bar
             )
             results[str(folder)] = robust_evaluate(folder, plan, db, bar, built)
     if as_json:

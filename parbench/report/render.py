@@ -390,6 +390,13 @@ def render_report(
             found = f"none readable ({len(skipped)} skipped, e.g. {skipped[0]})"
         raise ParbenchError(store_path, "at least one finished run", found)
     cross, robust = store.derived("cross"), store.derived("robust")
+    ids = store.run_ids()
+    orphans = [f"{d['kind']} record {d['id']}: its run {d['run_id']} is not in the store" for d in cross + robust]
+    orphans = [o for o, d in zip(orphans, cross + robust, strict=True) if d["run_id"] not in ids]
+    for line in orphans:
+        (warn or _stderr)(f"warning: {store_path}: skipped {line}")
+    skipped += orphans
+    cross, robust = [c for c in cross if c["run_id"] in ids], [r for r in robust if r["run_id"] in ids]
     views = [_protocol_view(store, records, p, cross, robust) for p in PROTOCOLS]
     per_dataset = views[0]["per_dataset"]
     curves = {

@@ -6,7 +6,8 @@ The model is the run's own (restored from its folder and checked against its fro
 memory right after training), fed through the run's own preprocessing: a corruption is applied to the decoded
 image (after a person box is cut, before the resize), seeded by (corruption, severity, image) so every method
 sees the same pixels; an attack perturbs the resized image in [0, 1] before the normalisation. Severity 0 is the
-clean pass: the same prediction path as the run's test score, so it equals it exactly (tested).
+clean pass: its metrics equal the run's test metrics exactly (tested); its probabilities equal the run's to float
+rounding, since a feature method's run is scored from cached features and severity 0 runs the whole model.
 """
 
 from __future__ import annotations
@@ -69,6 +70,10 @@ class RobustPlan:
         bad = [a for a in self.attacks if a not in ("fgsm", "pgd")]
         if bad:
             raise ParbenchError("--attacks", "fgsm and/or pgd", ", ".join(bad))
+        if not self.corruptions and not self.attacks:
+            raise ParbenchError(
+                "--corruptions / --attacks", "at least one corruption or attack to evaluate", "none of either"
+            )
         if not all(0 < e < 1 for e in self.eps):
             raise ParbenchError("--eps", "L-inf radii in (0, 1), e.g. 10/255", repr(self.eps))
 
@@ -109,7 +114,23 @@ class PixelSplit(ImageSplit):
         return x.float() / 255.0, torch.from_numpy(self.ds.labels[i].astype(np.int64)), i
 
 
-def _context(run_dir: Path, built=None):
+# what `--set` may change when a finished run is evaluated under perturbations: where and how fast it runs, never
+# a number (the run keeps the settings it trained and was scored with)
+EVAL_SETTINGS = ("device", "eval_batch_size", "num_workers", "cache_images", "cache_images_gb")
+
+
+def check_eval_settings(settings: dict) -> None:
+    bad = sorted(k for k in settings if k.replace("-", "_") not in EVAL_SETTINGS)
+    if bad:
+        raise ParbenchError(
+            "--set",
+            f"with run folders, only settings that change no number ({', '.join(EVAL_SETTINGS)}): a finished run "
+            "keeps the settings it was trained and scored with",
+            ", ".join(bad),
+        )
+
+
+def _context(run_dir: Path, built=None, settings: dict | None = None):
     """(run record, built model, dataset, test indices, training-split positive ratios) of a finished run."""
     from parbench.cards import load_card
     from parbench.engine.restore import restore
@@ -121,7 +142,8 @@ def _context(run_dir: Path, built=None):
         raise ParbenchError(run_dir, "a finished run folder (record.json) to evaluate under perturbations", "none")
     rec = json.loads(rec_path.read_text())
     if built is None:
-        built = restore(run_dir).built
+        check_eval_settings(settings or {})
+        built = restore(run_dir, overrides=settings).built
     built.model.eval()
     run = rec["config"]["run"]
     card = load_card(run["dataset"])
@@ -256,15 +278,17 @@ def perturbations(plan: RobustPlan) -> list[str]:
     return [json.dumps(p, sort_keys=True) for p, _ in plan_perturbations(plan)]
 
 
-def robust_evaluate(run_dir: str | Path, plan: RobustPlan, store=None, progress=None, built=None) -> list[dict]:
+def robust_evaluate(
+    run_dir: str | Path, plan: RobustPlan, store=None, progress=None, built=None, settings: dict | None = None
+) -> list[dict]:
     """Evaluate the run in `run_dir` under every perturbation of `plan`; write `robust/<perturbation>.json`
     (and its predictions) in the run folder and add each record to `store`. A perturbation done before for this
-    run is read back, not evaluated again."""
+    run is read back, not evaluated again. `settings`: EVAL_SETTINGS only (device, batch size, workers)."""
     from parbench.data.transforms import build_transform
     from parbench.engine.train import pick_device
 
     run_dir = Path(run_dir)
-    rec, built, ds, idx, pos = _context(run_dir, built)
+    rec, built, ds, idx, pos = _context(run_dir, built, settings)
     device = pick_device(built.cfg)
     built.model.to(device)
     unspecified = built.cfg.unspecified
