@@ -224,5 +224,7 @@ def _card_path(name: str, dirs: tuple[Path, ...]) -> Path:
         close = difflib.get_close_matches(key, list(paths), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         available = ", ".join(sorted((parse_card(q).name for q in paths.values()), key=natural_key))
-        raise ParbenchError(None, f"a registered dataset (available: {available}; or a card file path).{hint}", name)
+        raise ParbenchError(
+            None, f"a registered dataset (available: {available}; or a card file path)", f"'{name}'.{hint}"
+        )
     return paths[key]

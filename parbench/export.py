@@ -190,6 +190,11 @@ def export_run(
     if fmt not in FORMATS:
         raise ParbenchError("--format", f"one of {', '.join(FORMATS)}", repr(fmt))
     output = Path(output)
+    if output.is_dir():
+        raise ParbenchError(output, "a file path for the exported model (-o model.onnx / model.pt)", "a folder")
+    if (output.suffix == ".onnx") != (fmt == "onnx"):  # a file is run by its suffix: .onnx by onnxruntime
+        want = "a .onnx file" if fmt == "onnx" else "a file not ending in .onnx (model.pt)"
+        raise ParbenchError(output, f"{want} for --format {fmt}", f"'{output.suffix or 'no suffix'}'")
     r = restore(checkpoint, method, dataset, backbone, pretrained, overrides)
     model = r.built.model.to("cpu").eval()
     merged = merge_adapters(model)

@@ -133,6 +133,13 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
     for ds, targets in eval_on.items():
         if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
             raise ParbenchError(path, f'[eval_on] {ds} = a list of dataset names, e.g. ["PETA"]', repr(targets))
+        for t in targets:  # a name that is no dataset fails now, naming the suite, not after the grid trained
+            try:
+                from parbench.cards import load_card
+
+                load_card(t)
+            except ParbenchError as e:
+                raise ParbenchError(path, f"[eval_on] {ds}: {e.expected}", e.found) from None
     robust, robust_datasets, robust_seeds = _robust_plan(doc.get("robust"), path)
     name = doc.get("name", path.stem)
     run_out = out or doc.get("out", f"runs/{name}")
@@ -202,7 +209,12 @@ def _robust_plan(table: dict | None, path: Path) -> tuple[dict | None, set | Non
             fields[k] = tuple(fields[k])
     if "eps" in fields:
         fields["eps"] = tuple(parse_eps(e) for e in fields["eps"])
-    plan = RobustPlan(**fields)  # validates names, severities and radii
+    try:
+        plan = RobustPlan(**fields)  # validates names, severities and radii
+    except ParbenchError as e:  # the command line's words ("--corruptions") are the table's keys here
+        raise ParbenchError(path, f"[robust] {e.where.removeprefix('--')}: {e.expected}", e.found) from None
+    except TypeError as e:
+        raise ParbenchError(path, "[robust] values of the right kinds", str(e)) from None
     from dataclasses import asdict
 
     out = {k: v for k, v in asdict(plan).items() if k != "extra"}

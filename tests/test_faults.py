@@ -626,3 +626,35 @@ def test_methods_info_takes_the_methods_own_backbone_and_datasets_info_the_cards
     code, out, err = cli("datasets", "info", card, "--json")
     assert code == 0, err
     assert json.loads(out)["splits"] == {"test": 1, "train": 2}  # read from the card's own root
+
+
+def test_fault_pass_robust_export_and_eval_on(tmp_path):
+    """This session's pass over the commands added since the last one: each a line naming what to fix."""
+    over = {"limit": 16, "epochs": 1, "bootstrap": 0}
+    spec = RunSpec("synthetic", "linear-probe", backbone="parbench-tiny", overrides=over, out=str(tmp_path / "runs"))
+    folder = run(spec)["run_dir"]
+    cases = [
+        (["robust", folder, "--severities", "abc"], ["--severities", "'abc'"]),
+        (["robust", folder, "--steps", "0", "--attacks", "pgd", "--corruptions", "none"], ["--steps", "found 0"]),
+        (["export", folder, "--format", "onnx", "-o", tmp_path], ["a file path for the exported model", "a folder"]),
+        (["export", folder, "--format", "torchscript", "-o", tmp_path / "m.onnx"], ["not ending in .onnx"]),
+        ([*RUN, "--eval-on", "synthtic-zs"], ["--eval-on: a registered dataset", "'synthtic-zs'", "synthetic-zs"]),
+    ]
+    for args, needles in cases:
+        code, _, err = cli(*args)
+        one_line_error(code, err, *needles)
+
+
+@pytest.mark.parametrize(
+    "table,needles",
+    [
+        ('[robust]\ncorruptions = ["fogg"]\n', ["[robust] corruptions: names among", "fogg"]),
+        ('[robust]\nsteps = 0\nattacks = ["pgd"]\n', ["[robust] steps: at least 1 PGD step"]),
+        ('[eval_on]\nsynthetic = ["nosuch"]\n', ["[eval_on] synthetic: a registered dataset", "'nosuch'"]),
+    ],
+)
+def test_a_suites_robust_and_eval_on_tables_are_checked_before_anything_runs(tmp_path, table, needles):
+    suite = tmp_path / "s.toml"
+    suite.write_text('datasets = ["synthetic"]\nmethods = ["linear-probe"]\nbackbones = ["parbench-tiny"]\n' + table)
+    code, _, err = cli("suite", suite, "--dry-run")
+    one_line_error(code, err, "s.toml", *needles)

@@ -16,6 +16,13 @@ def _names(text: str | None) -> tuple[str, ...] | None:
     return None if text is None else tuple(x.strip() for x in text.split(",") if x.strip())
 
 
+def _severities(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise ParbenchError("--severities", "comma-separated severities among 0..5, e.g. 1,3,5", repr(text)) from None
+
+
 @app.command("robust")
 def robust_cmd(
     runs: Annotated[list[Path] | None, typer.Argument(help="Finished run folders.")] = None,
@@ -52,7 +59,7 @@ def robust_cmd(
     cs = _names(corruptions)
     plan = RobustPlan(
         corruptions=DEFAULT_CORRUPTIONS if cs is None else tuple(c for c in cs if c != "none"),
-        severities=tuple(int(s) for s in severities.split(",") if s.strip()),
+        severities=_severities(severities),
         attacks=tuple(a for a in (_names(attacks) or ()) if a != "none"),
         eps=tuple(parse_eps(e) for e in eps.split(",") if e.strip()),
         steps=steps,

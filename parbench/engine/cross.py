@@ -59,7 +59,12 @@ def eval_target(train_card, eval_on: str, root: str | None):
     for cross scores."""
     from parbench.data.prepared import resolve_root
 
-    eval_card = load_card(eval_on)
+    try:
+        eval_card = load_card(eval_on)
+    except ParbenchError as e:
+        if e.where is not None:
+            raise
+        raise ParbenchError("--eval-on", e.expected, e.found) from None
     amap = match_attributes(train_card, eval_card)
     if not amap.pairs:
         raise ParbenchError(

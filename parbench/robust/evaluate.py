@@ -74,6 +74,10 @@ class RobustPlan:
             raise ParbenchError(
                 "--corruptions / --attacks", "at least one corruption or attack to evaluate", "none of either"
             )
+        if not (isinstance(self.steps, int) and self.steps >= 1):
+            raise ParbenchError(
+                "--steps", "at least 1 PGD step (0 would score the clean images as 'pgd')", repr(self.steps)
+            )
         if not all(0 < e < 1 for e in self.eps):
             raise ParbenchError("--eps", "L-inf radii in (0, 1), e.g. 10/255", repr(self.eps))
 
