@@ -124,18 +124,21 @@ def launch(
     log=print,
     cluster: str = "slurm",
     wait: bool = False,
+    keys: dict[int, str] | None = None,
 ) -> dict:
-    """Run or submit a suite's pending runs; returns a plan / result summary (what ran, jobs, logs)."""
+    """Run or submit a suite's pending runs; returns a plan / result summary (what ran, jobs, logs). `keys`:
+    id(spec) -> key, where the caller has them already."""
     if launcher not in LAUNCHERS:
         raise ParbenchError("--launcher", f"one of {', '.join(LAUNCHERS)}", repr(launcher))
     if jobs < 1:
         raise ParbenchError("--jobs", "a number of jobs >= 1", str(jobs))
     done = done_keys(suite)
-    todo = [s for s in suite.specs if s.key() not in done]
+    keys = keys or {id(s): s.key() for s in suite.specs}  # each identity once: a 10,000-run grid hashes 10,000
+    todo = [s for s in suite.specs if keys[id(s)] not in done]
     n = 1 if launcher == "local" else jobs
     # shard k of n always holds the same runs (its share of the whole suite, by identity), so a re-submission
     # sends each missing run to the job (and store) that had it; shards with nothing left are not submitted
-    shares = {k: [s for s in shard(suite.specs, k, n) if s.key() not in done] for k in range(1, n + 1)}
+    shares = {k: [s for s in shard(suite.specs, k, n, keys) if keys[id(s)] not in done] for k in range(1, n + 1)}
     plan = {
         "suite": suite.name,
         "launcher": launcher,

@@ -26,7 +26,7 @@ import numpy as np
 
 from parbench.errors import ParbenchError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS: dict[int, str] = {
     1: """
     CREATE TABLE IF NOT EXISTS runs (
@@ -52,6 +52,13 @@ MIGRATIONS: dict[int, str] = {
     CREATE TABLE IF NOT EXISTS derived (
         id TEXT PRIMARY KEY, kind TEXT NOT NULL, run_id TEXT NOT NULL, run_key TEXT, record TEXT NOT NULL, npz BLOB);
     CREATE INDEX IF NOT EXISTS derived_by_kind ON derived(kind);
+    """,
+    # 4: each run's bootstrap draws (parbench.draws): headline metrics on n_boot resamples of its test images,
+    # float64 (n_boot, 5) per protocol, with the test set's identity; intervals and paired tests are made of them
+    4: """
+    CREATE TABLE IF NOT EXISTS draws (
+        run_id TEXT NOT NULL, protocol TEXT NOT NULL, n_boot INTEGER NOT NULL, seed INTEGER NOT NULL,
+        test_sha TEXT NOT NULL, draws BLOB NOT NULL, PRIMARY KEY (run_id, protocol, n_boot, seed));
     """,
 }
 
@@ -144,12 +151,15 @@ class Store:
         except sqlite3.DatabaseError as e:
             raise self._error(e) from None
 
-    def _write(self, write: Callable[[sqlite3.Connection], Any]) -> None:
+    def _write(self, write: Callable[[sqlite3.Connection], Any], attach: Path | None = None) -> None:
         """Run `write` in one IMMEDIATE transaction, retried while another writer holds the lock (BEGIN IMMEDIATE
-        may still see SQLITE_BUSY under heavy contention); a failure inside rolls the transaction back."""
+        may still see SQLITE_BUSY under heavy contention); a failure inside rolls the transaction back. `attach`:
+        another store, reachable as `src` inside the transaction."""
         for attempt in range(20):
             try:
                 with self._connect() as con:
+                    if attach is not None:  # outside the transaction: SQLite attaches nothing inside one
+                        con.execute("ATTACH DATABASE ? AS src", (str(attach),))
                     con.execute("BEGIN IMMEDIATE")
                     try:
                         write(con)
@@ -166,8 +176,16 @@ class Store:
                 raise self._error(e) from None
         raise ParbenchError(self.path, "a writable store", "busy after 20 attempts")
 
-    def add_run(self, record: dict, probs: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
-        """Insert or replace a run: a finished one with its metrics and predictions, a failed one alone."""
+    def add_run(
+        self,
+        record: dict,
+        probs: np.ndarray | None = None,
+        labels: np.ndarray | None = None,
+        draws: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        """Insert or replace a run: a finished one with its metrics, predictions and bootstrap draws (computed
+        when the run finished: `parbench.draws`), a failed one alone."""
+        draw_rows = self._draw_rows(record["run_id"], labels, draws) if draws and labels is not None else []
         buf = None
         if probs is not None:
             b = io.BytesIO()
@@ -226,8 +244,63 @@ class Store:
                     )
             if buf is not None:
                 con.execute("INSERT OR REPLACE INTO predictions VALUES (?,?)", (r["run_id"], buf))
+            if draw_rows:
+                con.execute("DELETE FROM draws WHERE run_id = ?", (r["run_id"],))
+                con.executemany("INSERT OR REPLACE INTO draws VALUES (?,?,?,?,?,?)", draw_rows)
 
         self._write(write)
+
+    @staticmethod
+    def _draw_rows(run_id: str, labels: np.ndarray, draws: dict[str, np.ndarray], seed: int | None = None) -> list:
+        from parbench.draws import REPORT_SEED, test_set_sha
+
+        sha = test_set_sha(labels)
+        seed = REPORT_SEED if seed is None else seed
+        return [
+            (run_id, proto, int(d.shape[0]), seed, sha, np.ascontiguousarray(d, dtype=np.float64).tobytes())
+            for proto, d in draws.items()
+        ]
+
+    def load_draws(self, n_boot: int, seed: int) -> dict[str, tuple[str, dict[str, np.ndarray]]]:
+        """Run id -> (test set identity, protocol -> (n_boot, 5) draws), for every run that has them: one query."""
+        out: dict[str, tuple[str, dict[str, np.ndarray]]] = {}
+        rows = self._read(
+            "SELECT run_id, protocol, test_sha, draws FROM draws WHERE n_boot = ? AND seed = ?", (n_boot, seed)
+        )
+        for run_id, proto, sha, blob in rows:
+            entry = out.setdefault(run_id, (sha, {}))
+            entry[1][proto] = np.frombuffer(blob, dtype=np.float64).reshape(n_boot, -1)
+        return out
+
+    def ensure_draws(self, run_ids: list[str], n_boot: int, seed: int, progress=None) -> dict:
+        """`load_draws`, after computing once (from the stored predictions) and storing the draws of any run in
+        `run_ids` that lacks them: a store written before draws existed, or a run with `bootstrap = 0`. A run
+        without stored predictions gets none."""
+        from parbench.draws import compute_draws
+
+        have = self.load_draws(n_boot, seed)
+        missing = [r for r in run_ids if r not in have]
+        for lo in range(0, len(missing), 200):  # a bounded batch of prediction blobs in memory at a time
+            batch = missing[lo : lo + 200]
+            marks = ",".join("?" * len(batch))
+            rows = self._read(
+                f"SELECT p.run_id, p.npz, r.record FROM predictions p JOIN runs r USING (run_id)"
+                f" WHERE p.run_id IN ({marks})",
+                tuple(batch),
+            )
+            new = []
+            for k, (run_id, blob, text) in enumerate(rows):
+                with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+                    probs, labels = z["probs"], z["labels"]
+                unspecified = json.loads(text).get("unspecified", "negative")
+                new += self._draw_rows(run_id, labels, compute_draws(labels, probs, unspecified, n_boot, seed), seed)
+                if progress is not None:
+                    progress(lo + k + 1, len(missing))
+            if new:
+                self._write(
+                    lambda con, rows=new: con.executemany("INSERT OR REPLACE INTO draws VALUES (?,?,?,?,?,?)", rows)
+                )
+        return self.load_draws(n_boot, seed) if missing else have
 
     def add_derived(self, record: dict, probs: np.ndarray | None = None, labels: np.ndarray | None = None) -> None:
         """Insert or replace a derived result: `record` holds `id`, `kind` and the `run_id` / `run_key` it came
@@ -301,6 +374,14 @@ class Store:
         them); `status=None` for every status."""
         return self.read_records(include_smoke, status)[0]
 
+    def speeds(self) -> list[tuple[str, str, float | None, float | None]]:
+        """(method, backbone, training images/s, evaluation images/s) of every finished run that is no smoke
+        run (a `limit` run times a few batches): one query, the evaluation figure read inside the record."""
+        return self._read(
+            "SELECT method, backbone, train_images_per_s, json_extract(record, '$.eval_images_per_s') FROM runs"
+            " WHERE status = 'finished' AND smoke = 0"
+        )
+
     def run_ids(self) -> set[str]:
         """Every run row's id, whatever its status."""
         return {r for (r,) in self._read("SELECT run_id FROM runs")}
@@ -344,19 +425,33 @@ class Store:
         return [dict(r) for r in rows]
 
     def merge_from(self, other: str | Path, warn: Callable[[str], None] | None = None) -> int:
-        """Copy every run of another store into this one (shards written to separate files); idempotent. Rows
-        whose records cannot be used are not copied; each is named to `warn`."""
-        src = Store(other, create=False)
+        """Copy every run of another store into this one (shards written to separate files); idempotent; returns
+        the runs copied. Rows whose records cannot be used are not copied; each is named to `warn`. Done in SQL,
+        the other store attached, in one transaction: every row and blob is copied, none is decoded. A stored
+        prediction or derived record's predictions are never replaced by a copy without them."""
+        src = Store(other, create=False)  # brought to this schema first
         records, bad = src.read_records(status=None)
         for run_id, problem in bad:
             if warn is not None:
                 warn(f"warning: {src.path}: skipped run {run_id}: {problem}")
-        n = 0
-        for rec in records:
-            pred = src.predictions(rec["run_id"])
-            self.add_run(rec, *(pred if pred else (None, None)))
-            n += 1
-        for rec in src.derived():
-            pred = src.derived_predictions(rec["id"])
-            self.add_derived(rec, *(pred if pred else (None, None)))
-        return n
+        keep = [(r["run_id"],) for r in records]
+
+        def write(con: sqlite3.Connection) -> None:
+            con.execute("CREATE TEMP TABLE IF NOT EXISTS keep (run_id TEXT PRIMARY KEY)")
+            con.execute("DELETE FROM keep")
+            con.executemany("INSERT OR IGNORE INTO keep VALUES (?)", keep)
+            kept = "run_id IN (SELECT run_id FROM keep)"
+            con.execute(f"INSERT OR REPLACE INTO main.runs SELECT * FROM src.runs WHERE {kept}")
+            for table in ("metrics", "attribute_metrics"):
+                con.execute(f"DELETE FROM main.{table} WHERE {kept}")
+                con.execute(f"INSERT OR REPLACE INTO main.{table} SELECT * FROM src.{table} WHERE {kept}")
+            for table in ("predictions", "draws"):
+                con.execute(f"INSERT OR REPLACE INTO main.{table} SELECT * FROM src.{table} WHERE {kept}")
+            con.execute(
+                "INSERT INTO main.derived SELECT * FROM src.derived WHERE json_valid(record)"
+                " ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, run_id = excluded.run_id,"
+                " run_key = excluded.run_key, record = excluded.record, npz = COALESCE(excluded.npz, derived.npz)"
+            )
+
+        self._write(write, attach=src.path)
+        return len(keep)

@@ -28,6 +28,7 @@ Finished runs (same key in the store) are skipped, so a crashed suite continues 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -223,11 +224,12 @@ def _robust_plan(table: dict | None, path: Path) -> tuple[dict | None, set | Non
     return out, datasets, seeds
 
 
-def shard(specs: list[RunSpec], k: int, n: int) -> list[RunSpec]:
-    """The k-th (1-based) of n deterministic shares: round-robin over the sorted run keys."""
+def shard(specs: list[RunSpec], k: int, n: int, keys: dict[int, str] | None = None) -> list[RunSpec]:
+    """The k-th (1-based) of n deterministic shares: round-robin over the sorted run keys (`keys`: id(spec) ->
+    key, where the caller has them already)."""
     if not (n >= 1 and 1 <= k <= n):
         raise ParbenchError("--shard", "k/n with 1 <= k <= n", f"{k}/{n}")
-    ordered = sorted(specs, key=lambda s: s.key())
+    ordered = sorted(specs, key=lambda s: keys[id(s)] if keys else s.key())
     return [s for i, s in enumerate(ordered) if i % n == k - 1]
 
 
@@ -271,9 +273,9 @@ def robust_done(suite: Suite) -> dict[str, set[str]]:
     return _derived_done(suite, "robust", lambda r: json.dumps(r.get("perturbation"), sort_keys=True))
 
 
-def pending(suite: Suite, specs: list[RunSpec]) -> list[RunSpec]:
+def pending(suite: Suite, specs: list[RunSpec], keys: dict[int, str] | None = None) -> list[RunSpec]:
     """Runs not yet recorded, and recorded runs still missing a cross score the suite asks for (a finished run
-    is not trained again: its model is restored and scored)."""
+    is not trained again: its model is restored and scored). `keys`: id(spec) -> key, where already computed."""
     from parbench.cards import load_card
 
     done = done_keys(suite)
@@ -281,7 +283,7 @@ def pending(suite: Suite, specs: list[RunSpec]) -> list[RunSpec]:
     robust = robust_done(suite) if any(s.robust for s in specs) else {}
     out = []
     for s in specs:
-        key = s.key()
+        key = keys[id(s)] if keys else s.key()
         missing = {load_card(t).name for t in s.eval_on} - cross.get(key, set())
         if s.robust:
             from parbench.robust.evaluate import RobustPlan, perturbations
@@ -290,6 +292,92 @@ def pending(suite: Suite, specs: list[RunSpec]) -> list[RunSpec]:
         if key not in done or missing:
             out.append(s)
     return out
+
+
+def estimate(suite: Suite, specs: list[RunSpec]) -> dict:
+    """What running `specs` costs: runs, training images x epochs and test images, and the time that takes at the
+    images/s measured by finished runs of the same method and backbone in the suite's store (median over them;
+    "unknown" where none has finished). Sizes are the cards' split sizes (or `limit`)."""
+    from parbench.cards import load_card
+    from parbench.engine.config import resolve_config
+    from parbench.methods import get_method
+
+    speeds = _measured_speeds(suite)
+    groups: dict[tuple[str, str], dict] = {}
+    resolved: dict[tuple, tuple[int, int, bool]] = {}
+    for s in specs:
+        method = get_method(s.method)
+        backbone = s.backbone or method.default_backbone
+        memo = (s.method, s.dataset, repr(sorted(s.overrides.items())))
+        if memo not in resolved:
+            card = load_card(s.dataset)
+            cfg, _ = resolve_config(method, s.overrides, card.name)
+            split = card.train_split if cfg.train_split == "auto" else cfg.train_split
+            sizes = card.splits if all(card.splits.get(x) for x in (split, card.test_split)) else _sizes(card.path or card.name, s.root)
+            n_train, n_test = sizes.get(split, 0), sizes.get(card.test_split, 0)
+            if cfg.limit:
+                n_train, n_test = min(n_train, cfg.limit), min(n_test, cfg.limit)
+            epochs = cfg.epochs if method.trains else 0
+            resolved[memo] = (n_train * epochs, n_test, method.uses_features)
+        train_images, test_images, _ = resolved[memo]
+        g = groups.setdefault(
+            (method.name, backbone),
+            {"method": method.name, "backbone": backbone, "runs": 0, "train_images": 0, "test_images": 0},  # fmt: skip
+        )
+        g["runs"] += 1
+        g["train_images"] += train_images
+        g["test_images"] += test_images
+    total_s, unknown = 0.0, []
+    for (name, backbone), g in groups.items():
+        speed = speeds.get((name, backbone))
+        if speed is None or not (speed[0] or not g["train_images"]) or not speed[1]:
+            g["seconds"] = None
+            unknown.append(f"{name} on {backbone}")
+            continue
+        g["seconds"] = (g["train_images"] / speed[0] if g["train_images"] else 0.0) + g["test_images"] / speed[1]
+        g["train_images_per_s"], g["eval_images_per_s"] = speed
+        total_s += g["seconds"]
+    return {
+        "runs": len(specs),
+        "train_images": sum(g["train_images"] for g in groups.values()),
+        "test_images": sum(g["test_images"] for g in groups.values()),
+        "seconds": None if unknown else total_s,
+        "seconds_known": total_s,
+        "unknown": unknown,
+        "by_method": sorted(groups.values(), key=lambda g: (g["method"], g["backbone"])),
+    }
+
+
+@functools.cache
+def _sizes(card: str, root: str | None) -> dict[str, int]:
+    """Split sizes read off the dataset where its card states none (a generated or user dataset); {} if it
+    cannot be read here (no root): the estimate then counts those images as 0."""
+    from parbench.data import load_dataset
+
+    try:
+        ds = load_dataset(card, root)
+    except ParbenchError:
+        return {}
+    return {name: int(ds.partition(name).size) for name in ds.splits}
+
+
+def _measured_speeds(suite: Suite) -> dict[tuple[str, str], tuple[float, float]]:
+    """(method, backbone) -> median (train, eval) images/s of the finished runs in the suite's stores."""
+    import statistics
+
+    from parbench.store import Store
+
+    seen: dict[tuple[str, str], tuple[list, list]] = {}
+    for path in dict.fromkeys([Path(suite.store), *job_stores(suite)]):
+        if not path.is_file():
+            continue
+        for method, backbone, train, text in Store(path, create=False).speeds():
+            t, e = seen.setdefault((method, backbone), ([], []))
+            if train:
+                t.append(train)
+            if text:
+                e.append(text)
+    return {k: (statistics.median(t) if t else 0.0, statistics.median(e) if e else 0.0) for k, (t, e) in seen.items()}
 
 
 def run_suite(suite: Suite, specs: list[RunSpec], quiet: bool = False, on_done=None) -> list[dict]:

@@ -98,9 +98,16 @@ def suite_cmd(
         "gpus_per_node": gpus,
         "cpus_per_task": cpus,
     }
+    keys = {id(s): s.key() for s in suite.specs}  # each run's identity once, whatever the grid's size
     plan = launch.launch(
-        suite, launcher, jobs, slurm, dry_run, log=lambda m: err.print(m, markup=False, highlight=False)
+        suite, launcher, jobs, slurm, dry_run, log=lambda m: err.print(m, markup=False, highlight=False), keys=keys
     )
+    todo = None
+    if dry_run:
+        from parbench.suite import estimate, pending
+
+        todo = pending(suite, suite.specs, keys)
+        plan["estimate"] = estimate(suite, todo)
     if as_json:
         return print_json(plan)
     err.print(
@@ -108,19 +115,45 @@ def suite_cmd(
         + ("" if launcher == "local" else f" in {len(plan['jobs'])} {launcher} job(s)"),
         highlight=False,
     )
-    if dry_run:  # the plan: each job with its share, and (one local process) every pending run
-        from parbench.suite import pending
-
+    if dry_run:  # the plan: what it costs, each job with its share, and every pending run
+        _print_estimate(plan["estimate"])
         if launcher != "local":
             for j in plan["jobs"]:
                 out.print(f"job {j['shard']}: {j['runs']} runs", highlight=False)
-        for s in pending(suite, suite.specs):
-            out.print(f"{s.dataset} {s.method} {s.backbone} seed={s.seed} key={s.key()}", highlight=False)
+        for s in todo:
+            out.print(f"{s.dataset} {s.method} {s.backbone} seed={s.seed} key={keys[id(s)]}", highlight=False)
     for j in plan.get("submitted", []):
         out.print(f"job {j['job_id']}: shard {j['shard']}, store {j['store']}, log {j['stderr']}", highlight=False)
     if plan.get("collected"):
         c = plan["collected"]
         out.print(f"collected into {c['store']}: {c['runs']} runs, {c['missing']} missing", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    return (
+        f"{seconds / 3600:.1f} h"
+        if seconds >= 3600
+        else f"{seconds / 60:.1f} min"
+        if seconds >= 60
+        else f"{seconds:.0f} s"
+    )
+
+
+def _print_estimate(est: dict) -> None:
+    """What the pending runs cost: images to train on and score, and the time at this store's measured speeds."""
+    when = "unknown" if est["seconds"] is None else _duration(est["seconds"])
+    err.print(
+        f"cost: {est['runs']} runs, {est['train_images']:,} training images x epochs, {est['test_images']:,} test "
+        f"images; estimated time {when} (at the images/s of finished runs of the same method and backbone)",
+        highlight=False,
+    )
+    for g in est["by_method"]:
+        t = "unknown (no finished run to measure)" if g["seconds"] is None else _duration(g["seconds"])
+        err.print(
+            f"  {g['method']} on {g['backbone']}: {g['runs']} runs, {g['train_images']:,} training images x epochs, "
+            f"{t}",
+            highlight=False,
+        )
 
 
 @app.command("report")

@@ -34,6 +34,8 @@ from parbench.data.image_cache import split_cache
 from parbench.data.prepared import check_partition
 from parbench.data.torchdata import ImageSplit
 from parbench.data.transforms import build_transform
+from parbench.draws import REPORT_BOOT, compute_draws
+from parbench.draws import intervals as draw_intervals
 from parbench.engine import dist, memory
 from parbench.engine.build import Built, build_model
 from parbench.engine.config import TrainConfig, config_dict, resolve_config, to_toml
@@ -46,7 +48,7 @@ from parbench.engine.splits import choose_splits
 from parbench.engine.train import History, fit, loader_workers, pick_device, published_protocol
 from parbench.errors import Diverged, ParbenchError
 from parbench.methods import MethodSpec, get_method, method_where
-from parbench.metrics import PROTOCOLS, bootstrap_ci, protocol_metrics, ranking_metrics
+from parbench.metrics import PROTOCOLS, protocol_metrics, ranking_metrics
 from parbench.progress import progress_bar
 
 __all__ = ["RunSpec", "choose_splits", "resolve_config", "run"]
@@ -157,6 +159,16 @@ def open_run_dir(run_dir: Path, resume: bool, main: bool) -> str:
     return "fresh"
 
 
+def _saved_draws(run_dir: Path) -> dict | None:
+    """The draws a run saved when it finished (none for an older run or `bootstrap = 0`: the report computes
+    them when it first needs them)."""
+    path = run_dir / "draws.npz"
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
 def _finished(plan: Plan, store) -> dict:
     """A run done before: its record (added to the store if it is not there), not a retrained one."""
     path = plan.run_dir / "record.json"
@@ -168,7 +180,7 @@ def _finished(plan: Plan, store) -> dict:
         pred = plan.run_dir / "predictions.npz"
         try:
             with np.load(pred, allow_pickle=False) as z:
-                store.add_run(rec, probs=z["probs"], labels=z["labels"])
+                store.add_run(rec, probs=z["probs"], labels=z["labels"], draws=_saved_draws(plan.run_dir))
         except (OSError, ValueError, KeyError) as e:
             raise ParbenchError(pred, "the run's test predictions (numeric arrays)", str(e)) from None
     return {**rec, "reused": True}
@@ -458,12 +470,15 @@ def run(spec: RunSpec) -> dict:
     )
     (plan.run_dir / "last.pt").unlink(missing_ok=True)
     full_bytes = sum(t.numel() * t.element_size() for t in built.model.state_dict().values())
-    intervals = {}
+    # the report's bootstrap draws, once: every run on these test images is scored on the same resamples, so
+    # intervals and paired tests need no prediction read again (parbench.draws); `bootstrap` resamples give the
+    # record's own intervals (0: neither now; the report computes the draws the first time it needs them)
+    draws, intervals = None, {}
     if cfg.bootstrap:
-        intervals = {
-            name: bootstrap_ci(labels, probs, name, unspecified=cfg.unspecified, n_boot=cfg.bootstrap, seed=spec.seed)
-            for name in PROTOCOLS
-        }
+        draws = compute_draws(labels, probs, cfg.unspecified)
+        mine = draws if cfg.bootstrap == REPORT_BOOT else compute_draws(labels, probs, cfg.unspecified, cfg.bootstrap)
+        intervals = draw_intervals(mine)
+        save_npz(plan.run_dir / "draws.npz", **draws)
     rows = hist.epochs
     ips = [e["images_per_s"] for e in rows[1:] or rows]  # skip the warm-up epoch when possible
     base = _record_base(plan, built)
@@ -512,7 +527,7 @@ def run(spec: RunSpec) -> dict:
         )
     write_text(plan.run_dir / "record.json", json.dumps(record, indent=1, default=float))
     if store is not None:
-        store.add_run(record, probs=probs, labels=labels)
+        store.add_run(record, probs=probs, labels=labels, draws=draws)
     return _cross(plan, record, store, built)
 
 

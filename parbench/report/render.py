@@ -15,6 +15,7 @@ from pathlib import Path
 
 from parbench.atomic import write_text
 from parbench.cards import load_card
+from parbench.draws import REPORT_BOOT, REPORT_SEED
 from parbench.errors import ParbenchError
 from parbench.metrics import HEADLINE, PROTOCOLS
 from parbench.report import tables
@@ -38,11 +39,11 @@ def published_rows(dataset: str) -> list[dict]:
     return [p.__dict__ for p in card.published]
 
 
-def _paired(store: Store, rows: list[dict], protocol: str) -> list[dict]:
+def _paired(draws, rows: list[dict], protocol: str) -> list[dict]:
     """The best configuration (by mean mA) against each other one, over their shared seeds."""
     out = []
     for other in rows[1:]:
-        res = paired_difference(store, rows[0], other, protocol)
+        res = paired_difference(draws, rows[0], other, protocol)
         if res is not None:
             out.append({"a": rows[0]["label"], "b": other["label"], **res})
     return out
@@ -330,18 +331,18 @@ def _cross_md(matrices: list[dict], protocol: str) -> str:
 
 
 def _protocol_view(
-    store: Store, records: list[dict], protocol: str, cross: list[dict] | None = None, robust: list[dict] | None = None
+    draws, records: list[dict], protocol: str, cross: list[dict] | None = None, robust: list[dict] | None = None
 ) -> dict:
     per_dataset = configuration_rows(records, protocol)
     datasets = []
     for ds, rows in per_dataset.items():
         for r in rows:
-            r["ci"] = row_interval(store, r, protocol)
+            r["ci"] = row_interval(draws, r, protocol)
         datasets.append(
             {
                 "name": ds,
                 "rows": rows,
-                "paired": _paired(store, rows, protocol),
+                "paired": _paired(draws, rows, protocol),
                 "heatmap": heatmap_svg(rows),
                 "scatter_params": scatter_svg(_points(rows, "trainable_params"), "trainable parameters"),
                 "scatter_flops": scatter_svg(_points(rows, "flops"), "forward FLOPs per image", zero_label=""),
@@ -397,7 +398,9 @@ def render_report(
         (warn or _stderr)(f"warning: {store_path}: skipped {line}")
     skipped += orphans
     cross, robust = [c for c in cross if c["run_id"] in ids], [r for r in robust if r["run_id"] in ids]
-    views = [_protocol_view(store, records, p, cross, robust) for p in PROTOCOLS]
+    # every run's bootstrap draws in one query; a run from before draws existed gets them computed once, here
+    draws = store.ensure_draws([r["run_id"] for r in records], REPORT_BOOT, REPORT_SEED)
+    views = [_protocol_view(draws, records, p, cross, robust) for p in PROTOCOLS]
     per_dataset = views[0]["per_dataset"]
     curves = {
         ds: [(r["label"], curves_svg(r["history"], r["label"])) for r in rows] for ds, rows in per_dataset.items()

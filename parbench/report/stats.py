@@ -1,4 +1,5 @@
-"""Uncertainty for leaderboard rows, from the stored test predictions.
+"""Uncertainty for leaderboard rows, from the runs' stored bootstrap draws (`parbench.draws`): no prediction is
+read, nothing is resampled here; every operation is on arrays of n_boot numbers per run.
 
 Both procedures resample the *test images* (the same draw for every run of a dataset, so comparisons stay
 paired) and use every seed a configuration has:
@@ -16,71 +17,49 @@ from __future__ import annotations
 
 import numpy as np
 
-from parbench.metrics import bootstrap_samples
+from parbench.metrics import HEADLINE
+
+# run id -> (test set identity, protocol -> (n_boot, 5) draws): `Store.ensure_draws`
+Draws = dict[str, tuple[str, dict[str, np.ndarray]]]
 
 
-def _indices(n: int, n_boot: int, seed: int) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
-
-
-def _per_seed(store, runs: list[dict], protocol: str, idx: np.ndarray, metric: str) -> np.ndarray | None:
-    """(seeds, n_boot) resampled metric per run; None if a run's predictions are missing or on other images."""
-    out, labels0 = [], None
-    for r in runs:
-        pred = store.predictions(r["run_id"])
-        if pred is None:
-            return None
-        probs, labels = pred
-        if labels0 is None:
-            labels0 = labels
-        elif labels.shape != labels0.shape or not np.array_equal(labels, labels0):
-            return None
-        out.append(
-            bootstrap_samples(labels, probs, protocol, unspecified=r.get("unspecified", "negative"), indices=idx)[
-                metric
-            ]
-        )
-    return np.stack(out)
+def _per_seed(draws: Draws, runs: list[dict], protocol: str, metric: str) -> np.ndarray | None:
+    """(seeds, n_boot) resampled metric per run; None if a run has no draws or they are of another test set."""
+    got = [draws.get(r["run_id"]) for r in runs]
+    if any(g is None or protocol not in g[1] for g in got) or len({g[0] for g in got}) != 1:
+        return None
+    j = HEADLINE.index(metric)
+    return np.stack([g[1][protocol][:, j] for g in got])
 
 
 def row_interval(
-    store, row: dict, protocol: str, metrics=("ma", "f1"), n_boot: int = 1000, seed: int = 0, level: float = 0.95
+    draws: Draws, row: dict, protocol: str, metrics=("ma", "f1"), seed: int = 0, level: float = 0.95
 ) -> dict[str, tuple[float, float]]:
     runs = row["runs"]
-    n = runs[0].get("n_test")
-    if not n:
-        pred = store.predictions(runs[0]["run_id"])
-        if pred is None:
-            return {}
-        n = len(pred[1])
-    idx = _indices(n, n_boot, seed)
-    pick = np.random.default_rng(seed + 1).integers(0, len(runs), size=(n_boot, len(runs)))
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     out = {}
     for m in metrics:
-        per = _per_seed(store, runs, protocol, idx, m)
+        per = _per_seed(draws, runs, protocol, m)
         if per is None:
             continue
+        n_boot = per.shape[1]
+        pick = np.random.default_rng(seed + 1).integers(0, len(runs), size=(n_boot, len(runs)))
         boot = per[pick, np.arange(n_boot)[:, None]].mean(axis=1)  # seeds drawn per resample, then averaged
         out[m] = (float(np.percentile(boot, lo)), float(np.percentile(boot, hi)))
     return out
 
 
-def paired_difference(
-    store, a: dict, b: dict, protocol: str, metric: str = "ma", n_boot: int = 1000, seed: int = 0
-) -> dict | None:
+def paired_difference(draws: Draws, a: dict, b: dict, protocol: str, metric: str = "ma") -> dict | None:
     seeds = sorted(set(a["seeds"]) & set(b["seeds"]))
     if not seeds:
         return None
     ra = [r for r in a["runs"] if r["seed"] in seeds]
     rb = [r for r in b["runs"] if r["seed"] in seeds]
-    pa = store.predictions(ra[0]["run_id"])
-    if pa is None:
+    both = _per_seed(draws, ra + rb, protocol, metric)  # one test set for all of them, or no pairing
+    if both is None:
         return None
-    idx = _indices(len(pa[1]), n_boot, seed)
-    da, db = _per_seed(store, ra, protocol, idx, metric), _per_seed(store, rb, protocol, idx, metric)
-    if da is None or db is None or not np.array_equal(store.predictions(rb[0]["run_id"])[1], pa[1]):
-        return None
+    da, db = both[: len(ra)], both[len(ra) :]
+    n_boot = both.shape[1]
     d = (da - db).mean(axis=0)  # per resample: the difference averaged over the shared seeds
     observed = float(
         np.mean([x["metrics"][protocol][metric] for x in ra]) - np.mean([x["metrics"][protocol][metric] for x in rb])
