@@ -313,7 +313,11 @@ def estimate(suite: Suite, specs: list[RunSpec]) -> dict:
             card = load_card(s.dataset)
             cfg, _ = resolve_config(method, s.overrides, card.name)
             split = card.train_split if cfg.train_split == "auto" else cfg.train_split
-            sizes = card.splits if all(card.splits.get(x) for x in (split, card.test_split)) else _sizes(card.path or card.name, s.root)
+            sizes = (
+                card.splits
+                if all(card.splits.get(x) for x in (split, card.test_split))
+                else _sizes(card.path or card.name, s.root)
+            )
             n_train, n_test = sizes.get(split, 0), sizes.get(card.test_split, 0)
             if cfg.limit:
                 n_train, n_test = min(n_train, cfg.limit), min(n_test, cfg.limit)
