@@ -247,4 +247,6 @@ SPEC = MethodSpec(
     default_backbone="timm:vit_base_patch16_224",
     backbones=("timm",),
     data_files=data_files,
+    # an unseen attribute: its own phrase vector (built for every attribute), the seen heads' mean head and BN
+    open_vocabulary={"axes": {"bn.*": 0}, "lists": ["weight_layer"], "keep": ["text"]},
 )

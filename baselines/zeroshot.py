@@ -15,14 +15,13 @@ templates, optionally with per-attribute sentences; `card` is always the card's 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from parbench.api import MethodSpec, ParbenchError, freeze
+from parbench.api import MethodSpec, ParbenchError, freeze, prompt_sha256, sentences
 
 
 @dataclass(frozen=True)
@@ -32,49 +31,6 @@ class ZeroShotOptions:
     head: str = "auto"  # "auto", "pair" (softmax CLIP) or "sigmoid" (SigLIP-style, its own bias)
 
     CHOICES: ClassVar[dict] = {"head": ("auto", "pair", "sigmoid")}
-
-
-def prompt_file_for(card, options: ZeroShotOptions) -> Path | None:
-    """--set prompt_file=F, else prompts/<card file's stem>.toml beside the card (shipped or a user's)."""
-    if options.prompt_file:
-        return Path(options.prompt_file)
-    path = Path(card.path).parent / "prompts" / f"{Path(card.path).stem}.toml" if card.path else None
-    return path if path is not None and path.is_file() else None
-
-
-def sentences(card, options: ZeroShotOptions) -> tuple[list[list[str]], list[list[str]]]:
-    """(positive, negative) sentence lists per attribute for the chosen prompt set: each template wraps each of
-    the attribute's sentences; a set may give its own sentences per attribute."""
-    templates, own = ["{}"], {}
-    if options.prompt_set != "card":
-        path = prompt_file_for(card, options)
-        if path is None:
-            raise ParbenchError(
-                f"prompt set '{options.prompt_set}'", f"a prompts file for {card.name} (--set prompt_file=F)", "none"
-            )
-        from parbench.api import load_config_file
-
-        doc = load_config_file(path)
-        sets = {s.get("name"): s for s in doc.get("set", []) if isinstance(s, dict)}
-        if options.prompt_set not in sets:
-            raise ParbenchError(
-                path, f"a [[set]] named '{options.prompt_set}' (sets: {', '.join(map(str, sets))})", "none"
-            )
-        chosen = sets[options.prompt_set]
-        templates = chosen.get("templates", ["{}"])
-        own = chosen.get("attributes", {})
-        if not isinstance(templates, list) or not all(isinstance(t, str) and "{}" in t for t in templates):
-            raise ParbenchError(path, "templates: a list of strings each holding {}", repr(templates))
-        unknown = sorted(set(own) - set(card.attribute_names))
-        if unknown:
-            raise ParbenchError(path, f"per-attribute sentences for attributes of {card.name}", f"unknown {unknown}")
-    pos, neg = [], []
-    for a in card.attributes:
-        p = own.get(a.name, {}).get("positive", [a.positive])
-        n = own.get(a.name, {}).get("negative", [a.negative])
-        pos.append([t.format(s) for t in templates for s in p])
-        neg.append([t.format(s) for t in templates for s in n])
-    return pos, neg
 
 
 @torch.no_grad()
@@ -160,6 +116,11 @@ def build(backbone, card, options: ZeroShotOptions | None = None) -> ZeroShot:
     return ZeroShot(backbone, card, options or ZeroShotOptions())
 
 
+def identity_data(card, options: ZeroShotOptions) -> dict:
+    """The prompt set and the content hash of its sentences: an edited prompts file is another run."""
+    return {"prompt_set": options.prompt_set, "prompt_sha256": prompt_sha256(card, options)}
+
+
 SPEC = MethodSpec(
     name="zeroshot",
     description="zero-shot CLIP: positive vs negative sentence per attribute (or a SigLIP model's own head)",
@@ -169,4 +130,6 @@ SPEC = MethodSpec(
     uses_features=True,
     trains=False,
     fits_thresholds=True,
+    identity_data=identity_data,
+    open_vocabulary={},  # nothing trains: every attribute is decided from its own sentences
 )

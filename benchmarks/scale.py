@@ -147,6 +147,7 @@ class StoreBuilder:
         rec = json.loads(json.dumps(self.template))
         key = f"{i:012x}"
         group = f"{dataset}|{method}|{variant}"
+        variant, block = variant.split("@")
         rec.update(
             run_id=f"{dataset}-{method}-{variant}-s{seed}-{key}",
             key=key,
@@ -163,6 +164,7 @@ class StoreBuilder:
         )
         rec["identity"] = {**rec["identity"], "dataset": dataset, "method": method, "seed": seed}
         rec["identity"]["options"] = {"variant": variant}
+        rec["identity"]["train"] = {**rec["identity"]["train"], "lr": 1e-3 * (1 + int(block))}
         return rec, t
 
     def write(self, path: Path, grid: list[tuple[str, str, int, str]], derived: bool = True) -> None:
@@ -231,14 +233,16 @@ class StoreBuilder:
 
 
 def grid_of(n_runs: int, test_sets=TEST_SETS) -> list[tuple[str, str, int, str]]:
-    """n_runs cells of datasets x methods x variants x seeds (seeds grow with the size, as a lab's store does)."""
-    out, seed = [], 0
+    """n_runs cells of datasets x methods x variants x 3 seeds, then the same with another learning rate, and so
+    on: configurations grow with the store (a lab's ablations), so the report's rows grow with its runs. The first
+    126 are the field-baselines grid."""
+    out, block = [], 0
     while len(out) < n_runs:
         for ds, _, _ in test_sets:
             for m in METHODS:
                 for v in ("fixed", "reference"):
-                    out.append((ds, m, seed, v))
-        seed += 1
+                    out += [(ds, m, seed, f"{v}@{block}") for seed in range(3)]
+        block += 1
     return out[:n_runs]
 
 
@@ -380,7 +384,7 @@ def bench_cache(tmp: Path, quick: bool) -> dict:
     from tests.fixtures import originals
 
     rows = []
-    sizes = [200, 400, 800] if quick else [500, 1000, 2000]
+    sizes = [200, 400, 800] if quick else [2000, 4000, 8000]
     for n in sizes:
         root = tmp / f"cache-data-{n}"
         root.mkdir()

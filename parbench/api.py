@@ -30,6 +30,7 @@ from parbench.errors import ParbenchError
 from parbench.labels import NEGATIVE, POSITIVE, UNSPECIFIED
 from parbench.layers import LogitsModel, block_forward, prompt_init
 from parbench.methods import MethodSpec, check_output, plain_method, register_method
+from parbench.prompts import prompt_sets, prompt_sha256, sentences
 from parbench.recipes import PROMPT_TUNING, TOWER_TUNING
 from parbench.registry import register_reader
 from parbench.settings import cache_dir
@@ -71,9 +72,12 @@ __all__ = [
     "param_groups",
     "plain_method",
     "prompt_init",
+    "prompt_sets",
+    "prompt_sha256",
     "register_method",
     "register_reader",
     "resolve_config",
     "save_torch",
+    "sentences",
     "weighted_bce",
 ]

@@ -64,6 +64,9 @@ class Card:
     # where the attributes' `aliases` come from: the authors' definitions that justify each pairing (and why an
     # attribute that looks alike has none); required by the shipped cards' test wherever an alias is declared
     aliases_source: str = ""
+    # named subsets of the attributes, for held-out-attribute runs (`--set heldout_attributes=@NAME`); a run's
+    # identity holds the names it resolved to, so these are not part of the card's
+    attribute_splits: dict[str, list[str]] = field(default_factory=dict)
     select_split: str = "val"  # split that selects the model; "last" where a dataset has none
     train_split: str = "train"
     test_split: str = "test"
@@ -113,7 +116,7 @@ def _build(cls: type, data: dict, path: Path, where: str) -> Any:
         raise ParbenchError(path, f"a complete {where}", str(e)) from None
 
 
-_NOT_IDENTITY = ("published", "citation", "description", "aliases_source", "path", "sha256")
+_NOT_IDENTITY = ("published", "citation", "description", "aliases_source", "attribute_splits", "path", "sha256")
 
 
 def _identity_sha256(data: dict) -> str:

@@ -117,7 +117,7 @@ def method_info(
         "trainable_params": trainable,
         "trainable_pct": 100.0 * trainable / max(total, 1),
         "image_tower_params": tower,
-        "flops_per_image": forward_flops(model, input_size(model, bb, cfg)),
+        "flops_per_image": forward_flops(model, input_size(model, bb, cfg)) if spec.meta_forward else None,
         "activation": bb.activation,
         "options": overrides,
     }

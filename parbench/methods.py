@@ -49,6 +49,16 @@ class MethodSpec:
     # (card, options) -> files whose content decides the numbers beyond the card and the settings (a phrase or
     # prompt file): their sha256 joins the run's identity
     data_files: Callable[..., list] | None = None
+    # (card, options) -> dict of further content that decides the numbers (zero-shot: the resolved prompt
+    # sentences' hash): it joins the run's identity, and with it the record, as `method_data`
+    identity_data: Callable[..., dict] | None = None
+    # None: no text side (held-out attributes refused). A dict: the method can score attributes it was not trained
+    # on: `axes` {state-dict pattern: attribute axis}, `lists` [module lists, one entry per attribute], `keep`
+    # [tensors the model over every attribute builds itself] (parbench.engine.open_vocab); {} when nothing trains
+    open_vocabulary: dict | None = None
+    # False where the model cannot run on torch's meta device (a transformers VLM checks token ids with .item()):
+    # its forward FLOPs are not counted (records and `methods info` say none)
+    meta_forward: bool = True
     # the backbone libraries the method runs on: "open_clip" (image and text towers), "timm" (image towers); a
     # method that reaches into CLIP's text tower or its transformer's internals is open_clip only
     backbones: tuple[str, ...] = ("open_clip",)
@@ -60,7 +70,7 @@ class MethodSpec:
         return self.origin.get("kind") == "built-in"
 
 
-BACKBONE_KINDS = ("open_clip", "timm")
+BACKBONE_KINDS = ("open_clip", "timm", "hf")
 
 
 def check_backbone(spec: MethodSpec, backbone: str) -> None:
@@ -69,7 +79,7 @@ def check_backbone(spec: MethodSpec, backbone: str) -> None:
 
     kind = backbone_kind(backbone)
     if kind not in spec.backbones:
-        names = {"open_clip": "an open_clip model name", "timm": "timm:NAME"}
+        names = {"open_clip": "an open_clip model name", "timm": "timm:NAME", "hf": "hf:/path/to/model-folder"}
         need = " or ".join(names[k] for k in spec.backbones)
         raise ParbenchError(f"method {spec.name}", f"a backbone it runs on ({need})", f"'{backbone}' ({kind})")
 
@@ -116,6 +126,9 @@ def check_spec(spec: Any, where: str) -> None:
         raise ParbenchError(where, "a MethodSpec with a name", repr(spec.name))
     if not callable(spec.build):
         raise ParbenchError(where, "build: a function (backbone, card, options) -> nn.Module", repr(spec.build))
+    for hook in ("data_files", "identity_data", "import_checkpoint", "accepts_checkpoint"):
+        if getattr(spec, hook) is not None and not callable(getattr(spec, hook)):
+            raise ParbenchError(where, f"{hook}: a function or None", repr(getattr(spec, hook)))
     if not isinstance(spec.recipe, dict):
         raise ParbenchError(where, "recipe: a dict of TrainConfig settings", type(spec.recipe).__name__)
     apply_overrides(TrainConfig(), spec.recipe, f"{where} recipe")  # unknown keys and bad values fail here

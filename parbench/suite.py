@@ -148,19 +148,14 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
     for ds in datasets:
         for method in doc["methods"]:
             own = dict(doc.get("methods_set", {}).get(method, {}))
-            if "pretrained" in own and "backbone" not in own:
-                raise ParbenchError(
-                    path, f"[methods_set.{method}] pretrained together with its backbone", "no backbone"
-                )
-            # a method's own backbone (a timm tower for the field baselines) replaces the suite's backbones
-            pairs = (
-                [(own.pop("backbone"), own.pop("pretrained", None))]
-                if "backbone" in own
-                else list(zip(backbones, pre_list, strict=True))
-            )
-            for (bb, pre), variant in ((p, v) for p in pairs for v in _variants_of(method, variants, path)):
-                for seed in seeds:
-                    overrides = {**doc.get("set", {}), **own, **({"variant": variant} if variant else {})}
+            pairs = _method_backbones(own, method, list(zip(backbones, pre_list, strict=True)), path)
+            method_seeds = own.pop("seeds", seeds)
+            sweeps = _grid(own.pop("grid", {}), method, path)
+            for (bb, pre), variant, sweep in (
+                (p, v, g) for p in pairs for v in _variants_of(method, variants, path) for g in sweeps
+            ):
+                for seed in method_seeds:
+                    overrides = {**doc.get("set", {}), **own, **sweep, **({"variant": variant} if variant else {})}
                     specs.append(
                         RunSpec(
                             dataset=ds,
@@ -189,6 +184,37 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
         out=run_out,
         slurm=dict(doc.get("slurm", {})),
     )
+
+
+def _method_backbones(own: dict, method: str, default: list, path: Path) -> list[tuple[str, str | None]]:
+    """The (backbone, pretrained) pairs a method runs on: its own `backbone` (+ `pretrained`), its own
+    `backbones` list of [name, pretrained] pairs (a foundation grid's towers), else the suite's."""
+    if "pretrained" in own and "backbone" not in own:
+        raise ParbenchError(path, f"[methods_set.{method}] pretrained together with its backbone", "no backbone")
+    if "backbone" in own:
+        return [(own.pop("backbone"), own.pop("pretrained", None))]
+    if "backbones" in own:
+        pairs = own.pop("backbones")
+        if not isinstance(pairs, list) or not all(
+            isinstance(x, list) and len(x) == 2 and all(isinstance(y, str) for y in x) for x in pairs
+        ):
+            raise ParbenchError(
+                path,
+                f'[methods_set.{method}] backbones = [["ViT-B-16", "openai"], ...] (name, pretrained)',
+                repr(pairs),
+            )
+        return [(b, p) for b, p in pairs]
+    return default
+
+
+def _grid(table: dict, method: str, path: Path) -> list[dict]:
+    """[methods_set.X.grid]: settings whose lists are swept, every combination a run (prompt sets)."""
+    import itertools
+
+    if not isinstance(table, dict) or not all(isinstance(v, list) and v for v in table.values()):
+        raise ParbenchError(path, f"[methods_set.{method}.grid] setting = [values, ...]", repr(table))
+    keys = sorted(table)
+    return [dict(zip(keys, combo, strict=True)) for combo in itertools.product(*(table[k] for k in keys))] or [{}]
 
 
 _ROBUST_KEYS = {"corruptions", "severities", "attacks", "eps", "steps", "mce_baseline", "limit", "datasets", "seeds"}

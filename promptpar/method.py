@@ -84,4 +84,9 @@ SPEC = MethodSpec(
     import_checkpoint=import_checkpoint,
     accepts_checkpoint=is_reference_checkpoint,
     meta_overrides={"fusion_init": "random"},  # counting needs no ViT-B/16 weights file
+    # an unseen attribute: its own sentence's text features; the seen attributes' mean text prompts, head and BNs
+    open_vocabulary={
+        "axes": {"prompt_text_deep": 2, "agg_bn.*": 0, "fusion.bn.*": 0},
+        "lists": ["fusion.weight_layer"],
+    },
 )

@@ -47,10 +47,17 @@ class Backbone:
     activation: str = "gelu"  # "quickgelu" or "gelu", read off the built model
     weights_sha256: str = ""  # content hash of a weights file ("" for tags and random weights)
     seed: int | None = None  # the seed random ('none') weights were drawn with
-    kind: str = "open_clip"  # "open_clip" (image and text towers) or "timm" (an image tower only)
+    kind: str = "open_clip"  # "open_clip" (image and text towers), "timm" (an image tower), "hf" (a chat VLM)
 
     @property
     def visual(self) -> Any:
+        if self.kind == "hf":  # a multimodal LLM's vision encoder (what `image_tower_params` counts)
+            for path in ("model.vision_tower", "model.vision_model", "vision_tower", "visual"):
+                try:
+                    return self.model.get_submodule(path)
+                except AttributeError:
+                    continue
+            return self.model
         return self.model.visual if self.kind == "open_clip" else self.model
 
     @property

@@ -36,13 +36,16 @@ from parbench.errors import ParbenchError
 
 
 def backbone_kind(name: str) -> str:
-    """The library a backbone name is built with: "timm" for `timm:NAME`, else "open_clip"."""
-    return "timm" if is_timm(name) else "open_clip"
+    """The library a backbone name is built with: "timm" for `timm:NAME`, "hf" for `hf:FOLDER` (a transformers
+    multimodal LLM), else "open_clip"."""
+    from parbench.backbones.hf_vlm import is_hf
+
+    return "timm" if is_timm(name) else "hf" if is_hf(name) else "open_clip"
 
 
 def resolve_pretrained(name: str, pretrained: str | None) -> str:
     if pretrained in (None, ""):
-        pretrained = DEFAULT_PRETRAINED.get(name)
+        pretrained = "local" if backbone_kind(name) == "hf" else DEFAULT_PRETRAINED.get(name)
     if pretrained is None:
         library = "a timm tag (e.g. a1_in1k, or default)" if is_timm(name) else "an open_clip tag (e.g. openai)"
         raise ParbenchError(
@@ -107,6 +110,10 @@ def create_backbone(
         from parbench.backbones.timm_towers import create_timm_backbone
 
         return create_timm_backbone(name, resolve_pretrained(name, pretrained), device=device, meta=meta, seed=seed)
+    if backbone_kind(name) == "hf":
+        from parbench.backbones.hf_vlm import create_hf_backbone
+
+        return create_hf_backbone(name, resolve_pretrained(name, pretrained), device=device, meta=meta, seed=seed)
     import open_clip
     import torch
 

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from parbench.backbones import keymaps
 from parbench.backbones.base import Backbone, Preprocess
 from parbench.errors import ParbenchError
 
@@ -164,6 +165,15 @@ def read_state_dict(path: Path) -> dict:
     return ckpt
 
 
+def _raw_weights(path: Path):
+    """A weights file as saved (wrappers and all): safetensors, or torch's weights-only loader."""
+    if path.suffix == ".safetensors":
+        return read_state_dict(path)
+    from parbench.torchfile import load_weights_only
+
+    return load_weights_only(path, "a weights file (a state dict of tensors, possibly wrapped)")
+
+
 def _create(arch: str, seed: int, **kw: Any) -> Any:
     """timm.create_model with random init drawn from its own generator seeded with `seed`."""
     import timm
@@ -189,33 +199,46 @@ def create_timm_backbone(
     if in_name and in_name not in tags(name):
         raise ParbenchError(f"backbone {name}", f"a timm tag of {arch} ({', '.join(tags(name)[:8])})", f"'{in_name}'")
     digest = ""
+    keymap, weights_file = keymaps.split(pretrained)  # "hap:/w/hap.pth": a file in another project's layout
+    km = keymaps.keymaps()[keymap] if keymap else {}
+    model_kw = {k: tuple(v) if isinstance(v, list) else v for k, v in km.get("model", {}).items()}
     if meta:
         with torch.device("meta"):
-            model = timm.create_model(variant, num_classes=0)
+            model = timm.create_model(variant, num_classes=0, **model_kw)
     elif pretrained == "none":
         model = _create(variant, seed)
     else:
-        if Path(pretrained).is_file():
-            path = Path(pretrained)
-        else:  # a tag: its weights and its preprocessing
-            path, variant = _cached_weights(name, arch, in_name, pretrained)
-        sd = read_state_dict(path)
+        if keymap:
+            path = Path(weights_file)
+            sd = keymaps.apply(keymaps.check(keymap, arch, path), _raw_weights(path), path)
+        else:
+            if Path(pretrained).is_file():
+                path = Path(pretrained)
+            else:  # a tag: its weights and its preprocessing
+                path, variant = _cached_weights(name, arch, in_name, pretrained)
+            sd = read_state_dict(path)
         with _load_report() as problems:
             try:
-                model = _create(variant, seed, pretrained=True, pretrained_cfg_overlay={"state_dict": sd})
+                model = _create(variant, seed, pretrained=True, pretrained_cfg_overlay={"state_dict": sd}, **model_kw)
             except (RuntimeError, KeyError, ValueError) as e:  # shapes that no filter can reconcile
                 raise ParbenchError(path, f"weights for timm {arch}", str(e).splitlines()[0][:240]) from None
         if problems:
             raise ParbenchError(path, f"weights for timm {arch} (every key used, none missing)", problems[0][:240])
-        if Path(pretrained).is_file():
-            digest = file_sha256(pretrained)
+        if keymap or Path(pretrained).is_file():
+            digest = file_sha256(path)
     if not meta:
         model = model.to(device)
+    pre = _preprocess(model)
+    if km.get("preprocess"):  # the pretraining's input size and normalisation, where the map states them
+        from dataclasses import replace
+
+        over = {k: tuple(v) for k, v in km["preprocess"].items()}
+        pre = replace(pre, **over)
     return Backbone(
         name,
         pretrained,
         model,
-        _preprocess(model),
+        pre,
         None,
         int(model.num_features),
         _activation(model),

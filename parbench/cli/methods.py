@@ -50,9 +50,11 @@ def methods_info(
     info = method_info(method, backbone, dataset, num_attributes, settings)
     if as_json:
         return print_json(info)
+    flops = info["flops_per_image"]
+    cost = "FLOPs not countable on the meta device" if flops is None else f"{flops / 1e9:,.1f} GFLOPs per image"
     out.print(
         f"{info['method']} on {info['backbone']} ({info['num_attributes']} attributes, {info['activation']}): "
         f"{info['total_params']:,} total, {info['trainable_params']:,} trainable ({info['trainable_pct']:.3f}%); "
-        f"image tower {info['image_tower_params']:,}; {info['flops_per_image'] / 1e9:,.1f} GFLOPs per image",
+        f"image tower {info['image_tower_params']:,}; {cost}",
         highlight=False,
     )

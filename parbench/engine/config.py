@@ -37,6 +37,9 @@ class TrainConfig:
     ema_decay: float = 0.9998  # evaluated and saved (updated after every step, timm's ModelEmaV2)
     aux_loss_weight: float = 0.5  # weight of auxiliary losses a model returns (PromptPAR's GL branch)
     unspecified: str = "negative"  # label 255 in loss and metrics: "negative", "ignore" or "stored"
+    # attributes held out of training, scored as unseen ("a,b" or "@NAME", a card's attribute split): methods with
+    # a text side only (parbench.engine.open_vocab)
+    heldout_attributes: str = ""
     pad: int = 10  # train augmentation: pad then random-crop back to the input size
     flip: bool = True  # train augmentation: random horizontal flip
     # "auto" (the method's, else the weights'), "backbone" (the weights' mean/std), "half" (0.5), "imagenet"
@@ -96,6 +99,7 @@ class TrainConfig:
 # Settings added after runs were first stored, with the value that reproduces what those runs did: a run's
 # identity leaves them out while they hold it, so stores written before a setting existed still match.
 LATER_DEFAULTS: dict[str, Any] = {
+    "heldout_attributes": "",
     "clip_grad_scope": "group",
     "schedule": "cosine",
     "plateau_factor": 0.1,

@@ -42,6 +42,7 @@ from parbench.engine.config import TrainConfig, config_dict, resolve_config, to_
 from parbench.engine.evaluate import feature_cache_key, predict_split
 from parbench.engine.features import FeatureHead, cached_features
 from parbench.engine.loss import positive_ratio
+from parbench.engine.open_vocab import expand, heldout_names, scores, seen_view
 from parbench.engine.params import trainable_state
 from parbench.engine.spec import RunSpec, group_key, identity_key, load_data
 from parbench.engine.splits import choose_splits
@@ -75,6 +76,9 @@ def plan_run(spec: RunSpec) -> Plan:
     if not (isinstance(spec.seed, int) and 0 <= spec.seed < 2**32):
         raise ParbenchError("--seed", "an integer in [0, 2^32)", repr(spec.seed))
     check_partition(card, spec.partition, Path(spec.root) if spec.root else None)
+    from parbench.engine.open_vocab import check_method
+
+    check_method(method, heldout_names(card, resolve_config(method, spec.overrides, card.name)[0].heldout_attributes))
     if spec.eval_on:  # a cross target that cannot be scored fails now, not after the training
         from parbench.engine.cross import eval_target
 
@@ -359,7 +363,10 @@ def _resolved(plan: Plan) -> dict:
 
 
 def _flops(plan: Plan) -> int | None:
-    """Forward FLOPs per image of the run's model, counted on the meta device (no memory, no weights)."""
+    """Forward FLOPs per image of the run's model, counted on the meta device (no memory, no weights); None for
+    a method whose model cannot run there."""
+    if not plan.method.meta_forward:
+        return None
     from parbench.engine.config import resolve_config
     from parbench.info import build_meta, forward_flops, input_size
 
@@ -422,12 +429,19 @@ def run(spec: RunSpec) -> dict:
     with progress or contextlib.nullcontext():
         t_fit = time.perf_counter()
         cache_info: dict = {}
+        heldout = heldout_names(plan.card, cfg.heldout_attributes)
         if plan.method.trains and cfg.epochs > 0:
+            train_built, train_ds = built, ds
+            if heldout:  # a model over the seen attributes alone trains; the held-out ones take no part
+                seen_card, train_ds, seen_pos = seen_view(plan.card, ds, heldout)
+                train_built = build_model(
+                    plan.method, seen_card, cfg, plan.options, plan.backbone, spec.pretrained, spec.seed
+                )
             try:
                 hist = _train(
                     plan,
-                    built,
-                    ds,
+                    train_built,
+                    train_ds,
                     train_idx,
                     select_idx,
                     selected_on,
@@ -442,6 +456,8 @@ def run(spec: RunSpec) -> dict:
                 if main:
                     _failed(plan, built, e, store, t_start)
                 raise e from None
+            if heldout:  # every attribute scored: the unseen ones from the seen ones' heads and their own text
+                expand(train_built.model, built.model, seen_pos, plan.method.open_vocabulary)
         else:
             hist, selected_on = History(selected_on="none (no training)"), "none (no training)"
         fit_s = time.perf_counter() - t_fit
@@ -449,7 +465,10 @@ def run(spec: RunSpec) -> dict:
         t_eval, info = time.perf_counter(), {}
         probs, labels = predict_split(built, ds, test_idx, device, progress, info=info)
         eval_s = time.perf_counter() - t_eval
-        fitted = _fitted_thresholds(built, ds, select_idx, train_idx, labels, probs, device, progress)
+        # thresholds fitted on labels would read the held-out attributes' labels: not with held-out attributes
+        fitted = (
+            None if heldout else _fitted_thresholds(built, ds, select_idx, train_idx, labels, probs, device, progress)
+        )
     peak_eval = memory.peak_mb(device)
     metrics = protocol_metrics(labels, probs, cfg.unspecified)
     if not main:  # only rank 0 writes; the others hand back the same metrics without a record
@@ -494,6 +513,9 @@ def run(spec: RunSpec) -> dict:
         # test-selected by construction; the honest numbers above are the same run's val-selected ones
         "published_protocol": published_protocol(hist.epochs),
         "zeroshot_fitted": fitted,
+        "open_vocabulary": scores(labels, probs, plan.card.attribute_names, heldout, cfg.unspecified)
+        if heldout
+        else None,
         "flops_per_image": _flops(plan),
         "checkpoint_bytes": (plan.run_dir / "trainable.pt").stat().st_size,
         "full_checkpoint_bytes": full_bytes,

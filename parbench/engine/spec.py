@@ -83,6 +83,12 @@ class RunSpec:
             from parbench.hashing import file_sha256
 
             ident["method_files"] = {Path(f).name: file_sha256(f) for f in files}
+        if cfg.heldout_attributes:  # the names it resolves to: a card's split edited is another run
+            from parbench.engine.open_vocab import heldout_names
+
+            ident["heldout"] = heldout_names(card, cfg.heldout_attributes)
+        if method.identity_data is not None:  # content beyond files (a prompt set's sentences): edits are new runs
+            ident["method_data"] = method.identity_data(card, options)
         for name, path in (("source", self.source), ("split_file", self.split_file)):
             if path:
                 if not Path(path).is_file():
@@ -133,6 +139,16 @@ def weights_identity(backbone: str, pretrained: str) -> str:
         from parbench.backbones.tiny import TinyPretrainSpec
 
         return f"synthetic:{TinyPretrainSpec().key()}"
+    from parbench.backbones.hf_vlm import folder_of, folder_sha256, is_hf
+    from parbench.backbones.keymaps import keymap_sha, split
+
+    if is_hf(backbone) and pretrained == "local" and folder_of(backbone).is_dir():  # the folder's content
+        return f"hf:sha256:{folder_sha256(folder_of(backbone))}"
+    keymap, path = split(pretrained)
+    if keymap and Path(path).is_file():  # another project's layout: the map and the file both decide
+        from parbench.hashing import file_sha256
+
+        return f"{keymap}:{keymap_sha(keymap)}:sha256:{file_sha256(path)}"
     if pretrained != "none" and Path(pretrained).is_file():
         from parbench.hashing import file_sha256
 

@@ -141,6 +141,7 @@ def configuration_rows(records: list[dict], protocol: str) -> dict[str, list[dic
             groups=first.get("groups", {}),
             history=[r.get("history", []) for r in runs],
             zeroshot_fitted=_fitted(runs, protocol),
+            open_vocabulary=_open_vocabulary(runs, protocol),
         )
         out[first["dataset"]].append(row)
     for rows in out.values():
@@ -157,6 +158,18 @@ def _eval_speed(runs: list[dict]) -> dict:
     return {
         "eval_images_per_s": float(np.mean([r.get("eval_images_per_s", 0.0) for r in use])),
         "eval_timed": "end to end" if full else use[0].get("eval_timed", ""),
+    }
+
+
+def _open_vocabulary(runs: list[dict], protocol: str) -> dict | None:
+    """Mean over seeds of a held-out-attribute run's mA on its seen and its unseen attributes."""
+    ov = [r["open_vocabulary"] for r in runs if r.get("open_vocabulary")]
+    if not ov:
+        return None
+    return {
+        "heldout": ov[0]["heldout"],
+        "seen_ma": float(np.mean([o[protocol]["seen"]["ma"] for o in ov])),
+        "unseen_ma": float(np.mean([o[protocol]["unseen"]["ma"] for o in ov])),
     }
 
 

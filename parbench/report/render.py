@@ -18,7 +18,7 @@ from parbench.cards import load_card
 from parbench.draws import REPORT_BOOT, REPORT_SEED
 from parbench.errors import ParbenchError
 from parbench.metrics import HEADLINE, PROTOCOLS
-from parbench.report import tables
+from parbench.report import sections, tables
 from parbench.report.aggregate import configuration_rows, main_table
 from parbench.report.stats import paired_difference, row_interval
 from parbench.report.svg import curves_svg, heatmap_svg, scatter_svg
@@ -357,6 +357,9 @@ def _protocol_view(
         "zs": _zs_drops(per_dataset),
         "published_protocol": _published_protocol(per_dataset, protocol),
         "cross": _cross_matrices(cross or [], per_dataset, protocol),
+        "prompts": sections.prompt_sensitivity(per_dataset),
+        "foundation": sections.foundation(per_dataset),
+        "open_vocab": sections.open_vocabulary(per_dataset),
         "robust": _robustness(robust or [], per_dataset, protocol),
     }
 
