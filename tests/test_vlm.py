@@ -8,11 +8,11 @@ import torch
 
 pytest.importorskip("transformers")
 
-from parbench.cards import load_card  # noqa: E402
-from parbench.engine.build import build_model  # noqa: E402
-from parbench.engine.config import resolve_config  # noqa: E402
-from parbench.errors import ParbenchError  # noqa: E402
-from parbench.methods import get_method  # noqa: E402
+from parbench.cards import load_card
+from parbench.engine.build import build_model
+from parbench.engine.config import resolve_config
+from parbench.errors import ParbenchError
+from parbench.methods import get_method
 
 
 def _model(backbone: str, prompt_set: str = "card", card: str = "synthetic"):
