@@ -17,7 +17,6 @@ architectures: LLaVA-style (`llava`, image as pixel_values (B, 3, H, W)) and Ide
 
 from __future__ import annotations
 
-import copy
 import inspect
 from dataclasses import dataclass
 from typing import ClassVar
@@ -161,8 +160,7 @@ class VLM(nn.Module):
         for lo in range(0, b * q, self.options.question_batch):
             part = rows[lo : lo + self.options.question_batch]
             img, qi = part // q, part % q
-            c = copy.deepcopy(cache)
-            c.batch_select_indices(img)  # each row's image's prefix cache
+            c = _select(cache, img)  # each row's image's prefix cache
             mask = torch.cat(
                 [torch.ones(len(part), length, dtype=torch.long, device=images.device),
                  (torch.arange(t, device=images.device)[None] < self.question_len[qi, None]).long()], dim=1,
@@ -179,6 +177,22 @@ class VLM(nn.Module):
     def forward(self, images: torch.Tensor) -> dict:
         scores = self.cached(images) if self.options.cache_prefix else self.naive(images)
         return {"logits": self._per_attribute(scores)}  # (B, K)
+
+
+def _select(cache, rows: torch.Tensor):
+    """A new key/value cache whose row i is row rows[i] of `cache` (a view in the autograd graph, so an attack's
+    gradient reaches the pixels through it; a deepcopy would refuse non-leaf tensors)."""
+    from transformers import DynamicCache
+
+    layers = (
+        [(layer.keys, layer.values) for layer in cache.layers]
+        if hasattr(cache, "layers")
+        else list(zip(cache.key_cache, cache.value_cache, strict=True))  # transformers 4.x
+    )
+    out = DynamicCache()
+    for i, (k, v) in enumerate(layers):
+        out.update(k[rows], v[rows], i)  # (n, heads, L, d)
+    return out
 
 
 def build(backbone, card, options: VLMOptions | None = None) -> VLM:
