@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.parbench-installed
 
-.PHONY: demo test test-quick bench lint format clean
+.PHONY: demo test test-quick bench lint format clean docs
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,9 @@ test-quick: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m pytest benchmarks -q --benchmark-columns=min,median,mean,rounds
 
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
@@ -31,4 +34,4 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache reports/demo
+	rm -rf $(VENV) .pytest_cache .ruff_cache reports/demo site

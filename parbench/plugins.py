@@ -111,8 +111,12 @@ def local_sources(path: Path) -> list[Path]:
                     todo.append(f)
     for module in list(sys.modules.values()):
         f = getattr(module, "__file__", None)
-        if f and Path(f).suffix == ".py" and Path(f).resolve().parent == folder and Path(f).resolve() != path:
-            found.setdefault(Path(f).resolve(), None)
+        # absolute paths only: a module with a relative __file__ (frozen, or imported from "") is not beside the file
+        if not f or not Path(f).is_absolute() or Path(f).suffix != ".py":
+            continue
+        f = Path(f).resolve()
+        if f.parent == folder and f != path and f.is_file():
+            found.setdefault(f, None)
     return sorted(found)
 
 

@@ -356,3 +356,16 @@ def test_a_suite_names_a_method_file_relative_to_itself(tmp_path):
     assert [s.method for s in specs] == [f"{tmp_path / 'methods' / 'my_method.py'}:SPEC"] * 2
     assert specs[0].overrides["epochs"] == 3 and specs[0].identity()["train"]["epochs"] == 3
     assert specs[0].identity()["method_origin"]["kind"] == "file"
+
+
+def test_a_module_with_a_relative_file_is_not_taken_for_a_helper_beside_the_method(tmp_path, monkeypatch):
+    """Some modules carry a relative __file__; resolved against the current folder it would name a file beside a
+    plugin that does not exist (a plugin then failed to load when run from its own folder)."""
+    import types
+
+    from parbench.plugins import local_sources
+
+    path = _plugin(tmp_path, PLAIN)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "relative_file_module", types.SimpleNamespace(__file__="_classes.py"))
+    assert local_sources(path.resolve()) == []

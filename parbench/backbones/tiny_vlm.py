@@ -142,6 +142,7 @@ def _write(name: str, path: Path) -> None:
     import torch
     import transformers as t
 
+    t.utils.logging.disable_progress_bar()
     kind = TINY[name]
     text = dict(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2

@@ -194,8 +194,10 @@ def _label(rows: list[dict]) -> None:
         varying = sorted(
             k for k in {k for r in group for k in r["settings"]} if len({repr(r["settings"].get(k)) for r in group}) > 1
         )
-        for r in group:
-            r["distinct"] = {k: r["settings"].get(k) for k in varying}
+        from parbench.engine.config import LATER_DEFAULTS
+
+        for r in group:  # a setting left out of an identity at its default reads as that default
+            r["distinct"] = {k: r["settings"].get(k, LATER_DEFAULTS.get(k)) for k in varying}
             extra = " · ".join(f"{k}={_fmt(v)}" for k, v in r["distinct"].items())
             r["label"] = f"{method} ({extra})" if extra else method
     names = defaultdict(int)
@@ -209,7 +211,7 @@ def _label(rows: list[dict]) -> None:
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
-    return str(v)
+    return "none" if v in ("", None) else str(v)
 
 
 def main_table(per_dataset: dict[str, list[dict]], protocol: str) -> dict:
