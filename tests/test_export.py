@@ -81,51 +81,13 @@ def test_torchscript_export_carries_its_metadata_beside_it(tmp_path):
         predict_exported(tmp_path / "model.pt", [ds.image_paths[0]])
 
 
-BATCH_BAKED = """
-import torch.nn as nn
-from parbench.api import freeze, plain_method
-
-
-class Baked(nn.Module):
-    def __init__(self, backbone, k):
-        super().__init__()
-        self.visual = freeze(backbone.visual)
-        self.fc = nn.Linear(backbone.embed_dim, k)
-
-    def forward(self, images):
-        return self.fc(self.visual(images).float()) + float(images.shape[0])  # a batch size the export bakes in
-
-
-SPEC = plain_method("baked", lambda backbone, card, options: Baked(backbone, card.num_attributes), recipe={"epochs": 1})
-"""
-
-
-def test_a_failed_parity_check_leaves_the_file_already_there(tmp_path):
-    (tmp_path / "baked.py").write_text(textwrap.dedent(BATCH_BAKED))
-    rec = run(
-        RunSpec(
-            dataset="synthetic",
-            method=f"{tmp_path / 'baked.py'}:SPEC",
-            backbone="parbench-tiny",
-            overrides=FAST,
-            out=str(tmp_path / "runs"),
-            quiet=True,
-        )
-    )
-    mine = tmp_path / "model.onnx"
-    mine.write_bytes(b"the user's earlier export")
-    with pytest.raises(ParbenchError, match=r"method baked: an export that matches the eager model.*nothing written"):
-        export_run(rec["run_dir"], "onnx", mine)
-    assert mine.read_bytes() == b"the user's earlier export" and not list(tmp_path.glob(".model.onnx*"))
-
-
-UNEXPORTABLE = """
+PROBE_WITH = """
 import torch
 import torch.nn as nn
 from parbench.api import freeze, plain_method
 
 
-class Odd(nn.Module):
+class Probe(nn.Module):
     def __init__(self, backbone, k):
         super().__init__()
         self.visual = freeze(backbone.visual)
@@ -133,25 +95,33 @@ class Odd(nn.Module):
 
     def forward(self, images):
         z = self.fc(self.visual(images).float())
-        return z + 0.0 * torch.special.zeta(z.detach().abs() + 2.0, torch.tensor(2.0))  # no ONNX operator
+        return {tail}
 
 
-SPEC = plain_method("odd", lambda backbone, card, options: Odd(backbone, card.num_attributes), recipe={"epochs": 1})
+SPEC = plain_method("{name}", lambda backbone, card, options: Probe(backbone, card.num_attributes), recipe={{"epochs": 1}})
 """
 
 
+def _plugin_run(tmp_path, name: str, tail: str) -> dict:
+    """A finished run of a probe plugin whose logits are `tail` of its linear outputs z."""
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(PROBE_WITH.format(name=name, tail=tail)))
+    spec = RunSpec("synthetic", f"{tmp_path / name}.py:SPEC", backbone="parbench-tiny", overrides=FAST,
+                   out=str(tmp_path / "runs"), quiet=True)  # fmt: skip
+    return run(spec)
+
+
+def test_a_failed_parity_check_leaves_the_file_already_there(tmp_path):
+    rec = _plugin_run(tmp_path, "baked", "z + float(images.shape[0])  # a batch size the export bakes in")
+    mine = tmp_path / "model.onnx"
+    mine.write_bytes(b"the user's earlier export")
+    with pytest.raises(ParbenchError, match=r"method baked: an export that matches the eager model.*nothing written"):
+        export_run(rec["run_dir"], "onnx", mine)
+    assert mine.read_bytes() == b"the user's earlier export" and not list(tmp_path.glob(".model.onnx*"))
+
+
 def test_a_method_that_cannot_export_says_so_and_leaves_no_file(tmp_path):
-    (tmp_path / "odd.py").write_text(textwrap.dedent(UNEXPORTABLE))
-    rec = run(
-        RunSpec(
-            dataset="synthetic",
-            method=f"{tmp_path / 'odd.py'}:SPEC",
-            backbone="parbench-tiny",
-            overrides=FAST,
-            out=str(tmp_path / "runs"),
-            quiet=True,
-        )
-    )
+    no_onnx_operator = "z + 0.0 * torch.special.zeta(z.detach().abs() + 2.0, torch.tensor(2.0))"
+    rec = _plugin_run(tmp_path, "odd", no_onnx_operator)
     with pytest.raises(ParbenchError, match=r"method odd: a model that onnx can export; found .*zeta"):
         export_run(rec["run_dir"], "onnx", tmp_path / "odd.onnx")
     assert not (tmp_path / "odd.onnx").exists() and not list(tmp_path.glob(".odd.onnx*"))

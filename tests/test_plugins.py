@@ -16,9 +16,9 @@ from tests.test_faults import one_line_error
 FAST = {"limit": 48, "epochs": 1, "batch_size": 16, "eval_batch_size": 48, "bootstrap": 0}
 ROOT = Path(__file__).resolve().parent.parent
 
-PLAIN = """
+PARTS = """
 import torch.nn as nn
-from parbench.api import freeze, plain_method
+from parbench.api import freeze
 
 
 class Probe(nn.Module):
@@ -29,11 +29,15 @@ class Probe(nn.Module):
 
     def forward(self, images):
         return self.fc(self.visual(images).float())
-
+"""
+PLAIN = (
+    PARTS.replace("import freeze", "import freeze, plain_method")
+    + """
 
 SPEC = plain_method("my-probe", lambda backbone, card, options: Probe(backbone, card.num_attributes),
                     recipe={"optimizer": "adamw", "lr": 1e-3, "epochs": 1})
 """
+)
 
 
 def _plugin(tmp_path: Path, body: str, name: str = "my_method.py") -> Path:
@@ -53,16 +57,15 @@ def cli(*args, env=None, cwd=None):
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def _spec(path: Path, tmp_path: Path) -> RunSpec:
+    """A tiny run of the plugin at `path`, built anew each call (its key is read again: edits show)."""
+    return RunSpec("synthetic", f"{path}:SPEC", backbone="parbench-tiny", overrides=FAST, out=str(tmp_path / "runs"),
+                   quiet=True)  # fmt: skip
+
+
 def test_a_method_from_a_file_runs_and_an_edit_is_a_new_run(tmp_path):
     path = _plugin(tmp_path, PLAIN)
-    spec = lambda: RunSpec(
-        dataset="synthetic",
-        method=f"{path}:SPEC",
-        backbone="parbench-tiny",
-        overrides=FAST,
-        out=str(tmp_path / "runs"),
-        quiet=True,
-    )
+    spec = lambda: _spec(path, tmp_path)
     rec = run(spec())
     assert rec["method"] == "my-probe" and rec["status"] == "finished"
     origin = rec["identity"]["method_origin"]
@@ -90,20 +93,6 @@ def build(backbone, card, options):
 
 SPEC = plain_method("helped-probe", build, recipe={"optimizer": "adamw", "lr": 1e-3, "epochs": 1})
 """
-PARTS = """
-import torch.nn as nn
-from parbench.api import freeze
-
-
-class Probe(nn.Module):
-    def __init__(self, backbone, k):
-        super().__init__()
-        self.visual = freeze(backbone.visual)
-        self.fc = nn.Linear(backbone.embed_dim, k)
-
-    def forward(self, images):
-        return self.fc(self.visual(images).float())
-"""
 INIT = """
 def init_head(model):
     return model
@@ -118,14 +107,7 @@ def test_a_method_files_helpers_import_without_pythonpath_and_editing_one_is_a_n
     _plugin(folder, PARTS, "probe_parts.py")
     init = _plugin(folder, INIT, "probe_init.py")
     _plugin(folder, "raise SystemExit('not imported by the method: not part of it')\n", "unrelated.py")
-    spec = lambda: RunSpec(
-        dataset="synthetic",
-        method=f"{path}:SPEC",
-        backbone="parbench-tiny",
-        overrides=FAST,
-        out=str(tmp_path / "runs"),
-        quiet=True,
-    )
+    spec = lambda: _spec(path, tmp_path)
     rec = run(spec())
     assert rec["status"] == "finished"
     origin = rec["identity"]["method_origin"]
