@@ -148,3 +148,29 @@ def test_the_foundation_suite_plans_every_model_and_method():
             assert pretrained in open_clip.list_pretrained_tags_by_model(backbone), (backbone, pretrained)
     zs = [s for s in suite.specs if s.method == "zeroshot"]
     assert len(zs) == 7 * 4 * 6 and {s.seed for s in zs} == {0}  # datasets x models x prompt sets, one seed
+
+
+@pytest.mark.slow
+def test_a_tiny_foundation_suite_runs_and_the_report_compares_towers_and_prompt_sets(tmp_path):
+    """The foundation suite's shape at tiny size: zero-shot under several prompt sets (one seed) and a linear probe of
+    two towers (a CLIP-style and a timm one); the report's foundation and prompt-sensitivity tables."""
+    from parbench.report.render import render_report
+    from parbench.suite import load_suite, run_suite
+
+    path = tmp_path / "foundation-tiny.toml"
+    path.write_text(
+        'datasets = ["synthetic"]\nmethods = ["zeroshot", "linear-probe"]\nbackbones = ["parbench-tiny"]\n'
+        'pretrained = "none"\nseeds = [0, 1]\n[set]\nlimit = 48\nepochs = 2\nbootstrap = 0\n'
+        '[methods_set.zeroshot]\nseeds = [0]\ngrid = { prompt_set = ["card", "photo", "ensemble"] }\n'
+        '[methods_set.linear-probe]\nbackbones = [["parbench-tiny", "none"], ["timm:test_vit", "none"]]\n'
+    )
+    suite = load_suite(path, store=str(tmp_path / "s.sqlite"), out=str(tmp_path / "runs"))
+    assert len(suite.specs) == 3 + 2 * 2
+    run_suite(suite, suite.specs, quiet=True)
+    page = render_report(suite.store, tmp_path / "rep", include_smoke=True).read_text()
+    found = page[
+        page.index('id="foundation-promptpar"') : page.index("</section>", page.index('id="foundation-promptpar"'))
+    ]
+    assert "timm:test_vit" in found and "parbench-tiny" in found and "ensemble" in found
+    prompts = page[page.index('id="prompt-sensitivity-promptpar"') :]
+    assert all(f"<th>{s}</th>" in prompts for s in ("card", "photo", "ensemble"))
