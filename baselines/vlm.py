@@ -122,7 +122,10 @@ class VLM(nn.Module):
         if self.model_type == "llava":
             return {"pixel_values": images}
         b, _, h, w = images.shape  # Idefics3 / SmolVLM: one (unsplit) image per sample, all of it valid
-        return {"pixel_values": images[:, None], "pixel_attention_mask": torch.ones(b, 1, h, w, dtype=torch.bool, device=images.device)}  # fmt: skip
+        return {
+            "pixel_values": images[:, None],
+            "pixel_attention_mask": torch.ones(b, 1, h, w, dtype=torch.bool, device=images.device),
+        }
 
     def _yes_no(self, logits: torch.Tensor) -> torch.Tensor:
         """log P(yes) - log P(no) from next-token logits (N, V)."""
@@ -162,9 +165,12 @@ class VLM(nn.Module):
             img, qi = part // q, part % q
             c = _select(cache, img)  # each row's image's prefix cache
             mask = torch.cat(
-                [torch.ones(len(part), length, dtype=torch.long, device=images.device),
-                 (torch.arange(t, device=images.device)[None] < self.question_len[qi, None]).long()], dim=1,
-            )  # fmt: skip
+                [
+                    torch.ones(len(part), length, dtype=torch.long, device=images.device),
+                    (torch.arange(t, device=images.device)[None] < self.question_len[qi, None]).long(),
+                ],
+                dim=1,
+            )
             logits = self.vlm(
                 input_ids=self.question_ids[qi],
                 attention_mask=mask,

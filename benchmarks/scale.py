@@ -175,10 +175,28 @@ class StoreBuilder:
         for i, (ds, method, seed, variant) in enumerate(grid):
             r, t = self.record(i, ds, method, seed, variant)
             runs.append(
-                (r["run_id"], r["key"], ds, method, r["backbone"], r.get("pretrained"), seed, 0, 0, "val",
-                 r["total_params"], r["trainable_params"], r["wall_s"], r.get("train_images_per_s"),
-                 r.get("peak_mem_mb"), r["finished"], json.dumps(r), "finished", r["group_key"])
-            )  # fmt: skip
+                (
+                    r["run_id"],
+                    r["key"],
+                    ds,
+                    method,
+                    r["backbone"],
+                    r.get("pretrained"),
+                    seed,
+                    0,
+                    0,
+                    "val",
+                    r["total_params"],
+                    r["trainable_params"],
+                    r["wall_s"],
+                    r.get("train_images_per_s"),
+                    r.get("peak_mem_mb"),
+                    r["finished"],
+                    json.dumps(r),
+                    "finished",
+                    r["group_key"],
+                )
+            )
             for proto, m in r["metrics"].items():
                 metrics.append((r["run_id"], proto, m["ma"], m["acc"], m["prec"], m["rec"], m["f1"], 0.5, "{}"))
                 attrs += [(r["run_id"], proto, a, "", v) for a, v in zip(r["attributes"], m["label_ma"], strict=True)]
@@ -208,17 +226,35 @@ class StoreBuilder:
                         i_ds = [s[0] for s in TEST_SETS].index(ds) if ds in [s[0] for s in TEST_SETS] else 0
                         other = TEST_SETS[(i_ds + 1) % len(TEST_SETS)][0]
                         pairs = [[a, a, a, False] for a in r["attributes"][:5]]
-                        d.update(trained_on=ds, evaluated_on=other, eval_split="test", attributes=r["attributes"][:5],
-                                 mapping={"pairs": pairs, "dropped_train": [], "dropped_eval": []},
-                                 in_domain={p: {k: m[k] for k in ("ma", "acc", "prec", "rec", "f1")}
-                                            for p, m in r["metrics"].items()},
-                                 selected_on=r.get("selected_on"))  # fmt: skip
-                        d["metrics"] = {p: {k: v for k, v in m.items() if k != "label_ma"} | {"label_ma": m["label_ma"][:5]}
-                                        for p, m in r["metrics"].items()}  # fmt: skip
+                        d.update(
+                            trained_on=ds,
+                            evaluated_on=other,
+                            eval_split="test",
+                            attributes=r["attributes"][:5],
+                            mapping={"pairs": pairs, "dropped_train": [], "dropped_eval": []},
+                            in_domain={
+                                p: {k: m[k] for k in ("ma", "acc", "prec", "rec", "f1")}
+                                for p, m in r["metrics"].items()
+                            },
+                            selected_on=r.get("selected_on"),
+                        )
+                        d["metrics"] = {
+                            p: {k: v for k, v in m.items() if k != "label_ma"} | {"label_ma": m["label_ma"][:5]}
+                            for p, m in r["metrics"].items()
+                        }
                     else:
-                        d.update(perturbation={"kind": "corruption", "name": "fog", "severity": 3}, attributes=r["attributes"],
-                                 groups={}, clean={p: {k: v for k, v in m.items() if k != "threshold"} for p, m in r["metrics"].items()},
-                                 clean_map=r["ranking"].get("map"), reference=None, mce_baseline=None, seconds=1.0)  # fmt: skip
+                        d.update(
+                            perturbation={"kind": "corruption", "name": "fog", "severity": 3},
+                            attributes=r["attributes"],
+                            groups={},
+                            clean={
+                                p: {k: v for k, v in m.items() if k != "threshold"} for p, m in r["metrics"].items()
+                            },
+                            clean_map=r["ranking"].get("map"),
+                            reference=None,
+                            mce_baseline=None,
+                            seconds=1.0,
+                        )
                     extra.append((d["id"], kind, r["run_id"], r["key"], json.dumps(d), None))
 
         def write(con):
@@ -391,14 +427,39 @@ def bench_cache(tmp: Path, quick: bool) -> dict:
         sizes3 = (n * 8 // 10, n // 10, n - n * 8 // 10 - n // 10)
         originals.pa100k(root, sizes=sizes3, images=True)
         env = {"PARBENCH_CACHE": str(tmp / f"imgcache-{n}")}
-        fill, mem, _ = measure(parbench("datasets", "prepare", "PA100k", "--root", root, "--images", "--method",
-                                        "linear-probe", "--backbone", "parbench-tiny", "--json"), env)  # fmt: skip
+        fill, mem, _ = measure(
+            parbench(
+                "datasets",
+                "prepare",
+                "PA100k",
+                "--root",
+                root,
+                "--images",
+                "--method",
+                "linear-probe",
+                "--backbone",
+                "parbench-tiny",
+                "--json",
+            ),
+            env,
+        )
         _, _, out = measure([__file__, "_read_cache", str(root)], env)
         read = json.loads(out.strip().splitlines()[-1])
-        rows.append({"images": n, "fill_s": fill, "fill_images_per_s": n / fill, "read_s": read["s"],
-                     "read_images_per_s": n / max(read["s"], 1e-9), "peak_mib": mem})  # fmt: skip
-    return {"sizes": rows, "exponent_fill": exponent(sizes, [r["fill_s"] for r in rows]),
-            "exponent_read": exponent(sizes, [r["read_s"] for r in rows])}  # fmt: skip
+        rows.append(
+            {
+                "images": n,
+                "fill_s": fill,
+                "fill_images_per_s": n / fill,
+                "read_s": read["s"],
+                "read_images_per_s": n / max(read["s"], 1e-9),
+                "peak_mib": mem,
+            }
+        )
+    return {
+        "sizes": rows,
+        "exponent_fill": exponent(sizes, [r["fill_s"] for r in rows]),
+        "exponent_read": exponent(sizes, [r["read_s"] for r in rows]),
+    }
 
 
 # ---- main -------------------------------------------------------------------------------------------------------

@@ -352,7 +352,7 @@ def estimate(suite: Suite, specs: list[RunSpec]) -> dict:
         train_images, test_images, _ = resolved[memo]
         g = groups.setdefault(
             (method.name, backbone),
-            {"method": method.name, "backbone": backbone, "runs": 0, "train_images": 0, "test_images": 0},  # fmt: skip
+            {"method": method.name, "backbone": backbone, "runs": 0, "train_images": 0, "test_images": 0},
         )
         g["runs"] += 1
         g["train_images"] += train_images

@@ -105,8 +105,14 @@ SPEC = plain_method("{name}", lambda backbone, card, options: Probe(backbone, ca
 def _plugin_run(tmp_path, name: str, tail: str) -> dict:
     """A finished run of a probe plugin whose logits are `tail` of its linear outputs z."""
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(PROBE_WITH.format(name=name, tail=tail)))
-    spec = RunSpec("synthetic", f"{tmp_path / name}.py:SPEC", backbone="parbench-tiny", overrides=FAST,
-                   out=str(tmp_path / "runs"), quiet=True)  # fmt: skip
+    spec = RunSpec(
+        "synthetic",
+        f"{tmp_path / name}.py:SPEC",
+        backbone="parbench-tiny",
+        overrides=FAST,
+        out=str(tmp_path / "runs"),
+        quiet=True,
+    )
     return run(spec)
 
 

@@ -605,8 +605,19 @@ def test_robust_refuses_settings_it_would_ignore_and_an_empty_plan(tmp_path):
     one_line_error(code, err, "eval_batch_size as int", "'abc'")
     code, _, err = cli("robust", folder, "--corruptions", "none", "--attacks", "none")
     one_line_error(code, err, "at least one corruption or attack", "none of either")
-    code, out, err = cli("robust", folder, "--set", "eval_batch_size=4", "--corruptions", "contrast",
-                         "--severities", "1", "--attacks", "none", "--json")  # fmt: skip
+    code, out, err = cli(
+        "robust",
+        folder,
+        "--set",
+        "eval_batch_size=4",
+        "--corruptions",
+        "contrast",
+        "--severities",
+        "1",
+        "--attacks",
+        "none",
+        "--json",
+    )
     assert code == 0, err
     assert len(json.loads(out)[folder]["records"]) == 1
 

@@ -114,8 +114,9 @@ def test_a_key_mapped_file_is_part_of_the_run_identity(tmp_path):
 
     ref = _timm("vit_small_patch16_224", 1, img_size=(256, 128))
     torch.save({"model": ref.state_dict()}, tmp_path / "hap.pth")
-    spec = lambda: RunSpec("synthetic", "linear-probe", backbone="timm:vit_small_patch16_224",
-                           pretrained=f"hap:{tmp_path / 'hap.pth'}")  # fmt: skip
+    spec = lambda: RunSpec(
+        "synthetic", "linear-probe", backbone="timm:vit_small_patch16_224", pretrained=f"hap:{tmp_path / 'hap.pth'}"
+    )
     first = spec().identity()["weights"]
     assert first.startswith("hap:") and ":sha256:" in first
     ref2 = _timm("vit_small_patch16_224", 3, img_size=(256, 128))

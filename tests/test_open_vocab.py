@@ -19,8 +19,9 @@ FAST = {"epochs": 1, "limit": 32, "batch_size": 16, "eval_batch_size": 32, "boot
 
 def _run(tmp_path, dataset, method="promptpar", over=None, backbone="parbench-tiny", out="runs"):
     settings = {**FAST, **(TINY_PROMPTPAR if method == "promptpar" else {}), **(over or {})}
-    spec = RunSpec(dataset, method, backbone=backbone, pretrained="none", overrides=settings, out=str(tmp_path / out),
-                   quiet=True)  # fmt: skip
+    spec = RunSpec(
+        dataset, method, backbone=backbone, pretrained="none", overrides=settings, out=str(tmp_path / out), quiet=True
+    )
     return run(spec)
 
 
@@ -76,9 +77,18 @@ def test_the_seen_view_drops_the_heldout_labels_before_anything_trains():
 
 def test_vtb_and_zeroshot_score_unseen_attributes_and_methods_without_text_refuse(tmp_path):
     vtb = _run(
-        tmp_path, "synthetic", "vtb", {"heldout_attributes": "hat,glasses", "text_encoder": "clip:parbench-tiny:none",
-                                       "text_dim": 64, "height": 64, "width": 32}, backbone="timm:test_vit"
-    )  # fmt: skip
+        tmp_path,
+        "synthetic",
+        "vtb",
+        {
+            "heldout_attributes": "hat,glasses",
+            "text_encoder": "clip:parbench-tiny:none",
+            "text_dim": 64,
+            "height": 64,
+            "width": 32,
+        },
+        backbone="timm:test_vit",
+    )
     assert vtb["open_vocabulary"]["heldout"] == ["hat", "glasses"]
     t = _trained(vtb)
     seen = [i for i, a in enumerate(load_card("synthetic").attribute_names) if a not in ("hat", "glasses")]

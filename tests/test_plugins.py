@@ -59,8 +59,9 @@ def cli(*args, env=None, cwd=None):
 
 def _spec(path: Path, tmp_path: Path) -> RunSpec:
     """A tiny run of the plugin at `path`, built anew each call (its key is read again: edits show)."""
-    return RunSpec("synthetic", f"{path}:SPEC", backbone="parbench-tiny", overrides=FAST, out=str(tmp_path / "runs"),
-                   quiet=True)  # fmt: skip
+    return RunSpec(
+        "synthetic", f"{path}:SPEC", backbone="parbench-tiny", overrides=FAST, out=str(tmp_path / "runs"), quiet=True
+    )
 
 
 def test_a_method_from_a_file_runs_and_an_edit_is_a_new_run(tmp_path):

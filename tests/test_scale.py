@@ -103,8 +103,15 @@ def test_a_run_stores_its_draws_when_it_finishes_and_they_equal_a_later_computat
     from parbench.engine.run import RunSpec, run
 
     over = {"limit": 24, "epochs": 1, "bootstrap": 50}
-    spec = RunSpec("synthetic", "linear-probe", backbone="parbench-tiny", overrides=over, out=str(tmp_path / "runs"),
-                   store=str(tmp_path / "s.sqlite"), quiet=True)  # fmt: skip
+    spec = RunSpec(
+        "synthetic",
+        "linear-probe",
+        backbone="parbench-tiny",
+        overrides=over,
+        out=str(tmp_path / "runs"),
+        store=str(tmp_path / "s.sqlite"),
+        quiet=True,
+    )
     rec = run(spec)
     store = Store(tmp_path / "s.sqlite")
     stored = store.load_draws(REPORT_BOOT, 0)[rec["run_id"]][1]

@@ -158,12 +158,18 @@ def test_bad_tables_are_one_line_naming_file_line_and_column(tmp_path, header, r
     "train,test,needles",
     [
         ([], [[0, "1", "0"]], ["train.csv:", "an annotation row under the header", "a header only"]),
-        ([[0, "1", "0"], [0, "0", "0"]], [[3, "1", "0"]],
-         ["train.csv:3", "each image on one row", "'imgs/0.png' again", "train.csv:2, with other labels"]),
-        ([[0, "1", "0"], [1, "0", "0"]], [[0, "1", "0"]],
-         ["test.csv:2", "'imgs/0.png' again", "split 'train' there and 'test' here", "train.csv:2"]),
+        (
+            [[0, "1", "0"], [0, "0", "0"]],
+            [[3, "1", "0"]],
+            ["train.csv:3", "each image on one row", "'imgs/0.png' again", "train.csv:2, with other labels"],
+        ),
+        (
+            [[0, "1", "0"], [1, "0", "0"]],
+            [[0, "1", "0"]],
+            ["test.csv:2", "'imgs/0.png' again", "split 'train' there and 'test' here", "train.csv:2"],
+        ),
     ],
-)  # fmt: skip
+)
 def test_an_image_on_two_rows_or_in_two_splits_and_a_header_only_file_are_refused(tmp_path, train, test, needles):
     imgs = _images(tmp_path, 4)
     for name, rows in (("train.csv", train), ("test.csv", test)):

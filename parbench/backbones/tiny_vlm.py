@@ -147,8 +147,9 @@ def _write(name: str, path: Path) -> None:
     text = dict(
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
     )
-    vision = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=SIZE,
-                  patch_size=8)  # fmt: skip
+    vision = dict(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=SIZE, patch_size=8
+    )
     if kind == "llava":
         tok, vocab = _tokenizer(["<image>"])
         template = (
@@ -165,8 +166,14 @@ def _write(name: str, path: Path) -> None:
         torch.manual_seed(0)
         model = t.LlavaForConditionalGeneration(cfg)
         ip = t.CLIPImageProcessor(size={"shortest_edge": SIZE}, crop_size={"height": SIZE, "width": SIZE})
-        proc = t.LlavaProcessor(image_processor=ip, tokenizer=tok, patch_size=8, num_additional_image_tokens=1,
-                                vision_feature_select_strategy="default", chat_template=template)  # fmt: skip
+        proc = t.LlavaProcessor(
+            image_processor=ip,
+            tokenizer=tok,
+            patch_size=8,
+            num_additional_image_tokens=1,
+            vision_feature_select_strategy="default",
+            chat_template=template,
+        )
     else:
         specials = ["<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>"]
         tok, vocab = _tokenizer(specials)
@@ -182,8 +189,9 @@ def _write(name: str, path: Path) -> None:
         )
         torch.manual_seed(0)
         model = t.Idefics3ForConditionalGeneration(cfg)
-        ip = t.Idefics3ImageProcessor(do_image_splitting=False, size={"longest_edge": SIZE},
-                                      max_image_size={"longest_edge": SIZE})  # fmt: skip
+        ip = t.Idefics3ImageProcessor(
+            do_image_splitting=False, size={"longest_edge": SIZE}, max_image_size={"longest_edge": SIZE}
+        )
         proc = t.Idefics3Processor(image_processor=ip, tokenizer=tok, image_seq_len=4, chat_template=template)
     import shutil
 
