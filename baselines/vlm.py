@@ -24,7 +24,7 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from parbench.api import MethodSpec, ParbenchError, freeze, prompt_sha256, sentences
+from parbench.api import MethodSpec, ParbenchError, freeze, in_template, prompt_identity, sentences
 
 ARCHITECTURES = ("llava", "idefics3", "smolvlm")
 
@@ -40,10 +40,6 @@ class VLMOptions:
     question_batch: int = 256  # question rows per forward on the cached prefix (memory bound)
 
     RANGES: ClassVar[dict] = {"question_batch": (1, None)}
-
-
-def _sentence(text: str) -> str:
-    return text[:1].lower() + text[1:] if text[:2] in ("A ", "An") else text
 
 
 def _answer_ids(tokenizer, word: str) -> list[int]:
@@ -74,7 +70,7 @@ class VLM(nn.Module):
         questions, owner = [], []
         for k, group in enumerate(pos):
             for s in group:
-                questions.append(options.question.format(_sentence(s)))
+                questions.append(options.question.format(in_template(s)))
                 owner.append(k)
         prefix, suffix = self._template(processor)
         tok = processor.tokenizer
@@ -206,11 +202,7 @@ def build(backbone, card, options: VLMOptions | None = None) -> VLM:
 
 
 def identity_data(card, options: VLMOptions) -> dict:
-    return {
-        "prompt_set": options.prompt_set,
-        "prompt_sha256": prompt_sha256(card, options),
-        "question": options.question,
-    }
+    return {**prompt_identity(card, options), "question": options.question}
 
 
 SPEC = MethodSpec(

@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from parbench.api import MethodSpec, ParbenchError, freeze, prompt_sha256, sentences
+from parbench.api import MethodSpec, ParbenchError, freeze, prompt_identity, sentences
 
 
 @dataclass(frozen=True)
@@ -116,11 +116,6 @@ def build(backbone, card, options: ZeroShotOptions | None = None) -> ZeroShot:
     return ZeroShot(backbone, card, options or ZeroShotOptions())
 
 
-def identity_data(card, options: ZeroShotOptions) -> dict:
-    """The prompt set and the content hash of its sentences: an edited prompts file is another run."""
-    return {"prompt_set": options.prompt_set, "prompt_sha256": prompt_sha256(card, options)}
-
-
 SPEC = MethodSpec(
     name="zeroshot",
     description="zero-shot CLIP: positive vs negative sentence per attribute (or a SigLIP model's own head)",
@@ -130,6 +125,6 @@ SPEC = MethodSpec(
     uses_features=True,
     trains=False,
     fits_thresholds=True,
-    identity_data=identity_data,
+    identity_data=prompt_identity,
     open_vocabulary={},  # nothing trains: every attribute is decided from its own sentences
 )

@@ -30,7 +30,7 @@ from parbench.errors import ParbenchError
 from parbench.labels import NEGATIVE, POSITIVE, UNSPECIFIED
 from parbench.layers import LogitsModel, block_forward, prompt_init
 from parbench.methods import MethodSpec, check_output, plain_method, register_method
-from parbench.prompts import prompt_sets, prompt_sha256, sentences
+from parbench.prompts import in_template, prompt_identity, prompt_sets, prompt_sha256, sentences
 from parbench.recipes import PROMPT_TUNING, TOWER_TUNING
 from parbench.registry import register_reader
 from parbench.settings import cache_dir
@@ -64,6 +64,7 @@ __all__ = [
     "create_backbone",
     "freeze",
     "image_tokens",
+    "in_template",
     "load_card",
     "load_config_file",
     "load_pickle",
@@ -71,6 +72,7 @@ __all__ = [
     "load_weights_only",
     "param_groups",
     "plain_method",
+    "prompt_identity",
     "prompt_init",
     "prompt_sets",
     "prompt_sha256",

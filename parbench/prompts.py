@@ -33,7 +33,7 @@ def prompt_file_for(card, options) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
-def _sentence(text: str) -> str:
+def in_template(text: str) -> str:
     """A card sentence inside a template: "A pedestrian ..." -> "a pedestrian ..." ("a photo of a pedestrian")."""
     return text[:1].lower() + text[1:] if text[:2] in ("A ", "An") else text
 
@@ -59,7 +59,7 @@ def _set_sentences(card, chosen: dict, negatives: dict, path: Path) -> tuple[lis
             for x in sentences:
                 for old, new in replace.items():
                     x = x.replace(old, new)
-                out.append(t.format(_sentence(x) if t != "{}" else x))
+                out.append(t.format(in_template(x) if t != "{}" else x))
         return out
 
     pos, neg = [], []
@@ -114,3 +114,9 @@ def prompt_sha256(card, options) -> str:
     """The content hash of the sentences a prompt set resolves to: what the record keeps, so two runs with the
     same numbers-deciding text share it whatever file it came from."""
     return hashlib.sha256(json.dumps(sentences(card, options)).encode()).hexdigest()
+
+
+def prompt_identity(card, options) -> dict:
+    """What a text-side run's identity holds of its prompts: the set and the content hash of its sentences (an
+    edited prompts file is another run)."""
+    return {"prompt_set": options.prompt_set, "prompt_sha256": prompt_sha256(card, options)}

@@ -63,6 +63,13 @@ MIGRATIONS: dict[int, str] = {
 }
 
 
+# A derived record with the same id is the same evaluation: a copy without predictions (a merge from a store that
+# kept none) never takes away the predictions already stored
+_DERIVED_UPSERT = (
+    " ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, run_id = excluded.run_id, run_key = excluded.run_key,"
+    " record = excluded.record, npz = COALESCE(excluded.npz, derived.npz)"
+)
+
 # What every stored record must hold to be listed, merged or reported (what `engine.run` writes, and more); a row
 # written by another tool or an older version that lacks any of it is skipped and named, never a KeyError later.
 RECORD_KEYS = ("run_id", "dataset", "method", "backbone", "seed")
@@ -314,16 +321,7 @@ class Store:
             np.savez_compressed(b, probs=probs.astype(np.float32), labels=labels)
             buf = b.getvalue()
         row = (record["id"], record["kind"], record["run_id"], record.get("run_key"), json.dumps(record, default=float))
-        # the same id is the same evaluation: a copy without predictions (a merge from a store that kept none)
-        # never takes away the predictions already stored
-        self._write(
-            lambda con: con.execute(
-                "INSERT INTO derived VALUES (?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET kind = excluded.kind,"
-                " run_id = excluded.run_id, run_key = excluded.run_key, record = excluded.record,"
-                " npz = COALESCE(excluded.npz, derived.npz)",
-                (*row, buf),
-            )
-        )
+        self._write(lambda con: con.execute("INSERT INTO derived VALUES (?,?,?,?,?,?)" + _DERIVED_UPSERT, (*row, buf)))
 
     def derived(self, kind: str | None = None) -> list[dict]:
         """Derived records (of one kind, or all), in a stable order; a row that is not valid JSON is left out."""
@@ -447,11 +445,7 @@ class Store:
                 con.execute(f"INSERT OR REPLACE INTO main.{table} SELECT * FROM src.{table} WHERE {kept}")
             for table in ("predictions", "draws"):
                 con.execute(f"INSERT OR REPLACE INTO main.{table} SELECT * FROM src.{table} WHERE {kept}")
-            con.execute(
-                "INSERT INTO main.derived SELECT * FROM src.derived WHERE json_valid(record)"
-                " ON CONFLICT(id) DO UPDATE SET kind = excluded.kind, run_id = excluded.run_id,"
-                " run_key = excluded.run_key, record = excluded.record, npz = COALESCE(excluded.npz, derived.npz)"
-            )
+            con.execute("INSERT INTO main.derived SELECT * FROM src.derived WHERE json_valid(record)" + _DERIVED_UPSERT)
 
         self._write(write, attach=src.path)
         return len(keep)

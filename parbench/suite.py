@@ -131,13 +131,13 @@ def load_suite(path: str | Path, store: str | None = None, out: str | None = Non
         raise ParbenchError(path, 'variants as a list of names, e.g. variants = ["fixed", "reference"]', repr(variants))
     roots = doc.get("roots", {})
     eval_on = doc.get("eval_on", {})
+    from parbench.cards import load_card
+
     for ds, targets in eval_on.items():
         if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
             raise ParbenchError(path, f'[eval_on] {ds} = a list of dataset names, e.g. ["PETA"]', repr(targets))
         for t in targets:  # a name that is no dataset fails now, naming the suite, not after the grid trained
             try:
-                from parbench.cards import load_card
-
                 load_card(t)
             except ParbenchError as e:
                 raise ParbenchError(path, f"[eval_on] {ds}: {e.expected}", e.found) from None
@@ -330,7 +330,7 @@ def estimate(suite: Suite, specs: list[RunSpec]) -> dict:
 
     speeds = _measured_speeds(suite)
     groups: dict[tuple[str, str], dict] = {}
-    resolved: dict[tuple, tuple[int, int, bool]] = {}
+    resolved: dict[tuple, tuple[int, int]] = {}
     for s in specs:
         method = get_method(s.method)
         backbone = s.backbone or method.default_backbone
@@ -348,8 +348,8 @@ def estimate(suite: Suite, specs: list[RunSpec]) -> dict:
             if cfg.limit:
                 n_train, n_test = min(n_train, cfg.limit), min(n_test, cfg.limit)
             epochs = cfg.epochs if method.trains else 0
-            resolved[memo] = (n_train * epochs, n_test, method.uses_features)
-        train_images, test_images, _ = resolved[memo]
+            resolved[memo] = (n_train * epochs, n_test)
+        train_images, test_images = resolved[memo]
         g = groups.setdefault(
             (method.name, backbone),
             {"method": method.name, "backbone": backbone, "runs": 0, "train_images": 0, "test_images": 0},
@@ -360,7 +360,7 @@ def estimate(suite: Suite, specs: list[RunSpec]) -> dict:
     total_s, unknown = 0.0, []
     for (name, backbone), g in groups.items():
         speed = speeds.get((name, backbone))
-        if speed is None or not (speed[0] or not g["train_images"]) or not speed[1]:
+        if speed is None or not speed[1] or (g["train_images"] and not speed[0]):
             g["seconds"] = None
             unknown.append(f"{name} on {backbone}")
             continue

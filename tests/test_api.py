@@ -16,7 +16,7 @@ PUBLIC = {
     "Card", "LogitsModel", "MethodSpec", "PARDataset", "ParbenchError", "Preprocess", "TrainConfig", "block_forward",
     "build_model", "cache_dir", "check_output", "check_relpath", "count_params", "create_backbone", "freeze",
     "image_tokens", "load_card", "load_config_file", "load_pickle", "load_torch", "load_weights_only",
-    "param_groups", "plain_method", "prompt_init", "prompt_sets", "prompt_sha256", "register_method",
+    "param_groups", "plain_method", "prompt_init", "prompt_identity", "prompt_sets", "prompt_sha256", "in_template", "register_method",
     "register_reader", "resolve_config", "sentences",
     "save_torch", "weighted_bce",
 }  # fmt: skip

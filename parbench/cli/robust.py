@@ -73,10 +73,6 @@ def robust_cmd(
             checkpoint, "--dataset for a reference checkpoint (it does not name its attributes)", "none"
         )
     settings = overrides(None, set_)
-    if runs:
-        from parbench.robust.evaluate import check_eval_settings
-
-        check_eval_settings(settings)
     results = {}
     bar = progress_bar(as_json)
     with bar or contextlib.nullcontext():

@@ -72,8 +72,8 @@ def expand(seen_model: torch.nn.Module, full_model: torch.nn.Module, seen: list[
     (tensors the full model built itself: its own text for every attribute). Anything else is copied, and must
     not depend on the attribute count."""
     src, dst = seen_model.state_dict(), full_model.state_dict()
-    k_full = full_model.num_attributes
-    unseen = [i for i in range(k_full) if i not in set(seen)]
+    seen_set = set(seen)
+    unseen = [i for i in range(full_model.num_attributes) if i not in seen_set]
     lists = [re.compile(rf"^{re.escape(p)}\.(\d+)\.(.+)$") for p in spec.get("lists", ())]
     out = {}
     for key, value in dst.items():

@@ -76,15 +76,15 @@ def plan_run(spec: RunSpec) -> Plan:
     if not (isinstance(spec.seed, int) and 0 <= spec.seed < 2**32):
         raise ParbenchError("--seed", "an integer in [0, 2^32)", repr(spec.seed))
     check_partition(card, spec.partition, Path(spec.root) if spec.root else None)
+    cfg, options = resolve_config(method, spec.overrides, card.name)
     from parbench.engine.open_vocab import check_method
 
-    check_method(method, heldout_names(card, resolve_config(method, spec.overrides, card.name)[0].heldout_attributes))
+    check_method(method, heldout_names(card, cfg.heldout_attributes))
     if spec.eval_on:  # a cross target that cannot be scored fails now, not after the training
         from parbench.engine.cross import eval_target
 
         for name in spec.eval_on:
             eval_target(card, name, spec.eval_roots.get(name))
-    cfg, options = resolve_config(method, spec.overrides, card.name)
     backbone = spec.backbone or method.default_backbone
     identity = spec.identity()
     key = identity_key(identity)

@@ -395,11 +395,10 @@ def render_report(
         raise ParbenchError(store_path, "at least one finished run", found)
     cross, robust = store.derived("cross"), store.derived("robust")
     ids = store.run_ids()
-    orphans = [f"{d['kind']} record {d['id']}: its run {d['run_id']} is not in the store" for d in cross + robust]
-    orphans = [o for o, d in zip(orphans, cross + robust, strict=True) if d["run_id"] not in ids]
-    for line in orphans:
+    for d in (d for d in cross + robust if d["run_id"] not in ids):  # its training run is gone: named, left out
+        line = f"{d['kind']} record {d['id']}: its run {d['run_id']} is not in the store"
         (warn or _stderr)(f"warning: {store_path}: skipped {line}")
-    skipped += orphans
+        skipped.append(line)
     cross, robust = [c for c in cross if c["run_id"] in ids], [r for r in robust if r["run_id"] in ids]
     # every run's bootstrap draws in one query; a run from before draws existed gets them computed once, here
     draws = store.ensure_draws([r["run_id"] for r in records], REPORT_BOOT, REPORT_SEED)
